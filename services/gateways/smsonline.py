@@ -1,0 +1,194 @@
+"""SMSOnline V3 direct wallet: a deposit address per coin and network, confirmed by polling.
+
+Contract: shared/reference/payment-apis.md section 1. The status response's field names are not
+documented, so this client credits only on an explicit paid status and treats everything else as pending.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from services.gateways.base import (
+    CouponRejected,
+    CreatedDeposit,
+    DepositRequest,
+    GatewayMisconfigured,
+    GatewayUnavailable,
+    PairUnavailable,
+    PaymentState,
+    PaymentUpdate,
+)
+from services.matrix import SUPPORTED_MATRIX, Pair
+from services.money import decimal_to_cents, parse_decimal
+
+log = logging.getLogger(__name__)
+
+_PAID = {"paid", "paid_over"}
+_FAILED = {"fail", "system_fail"}
+_CANCELLED = {"cancel"}
+_REFUNDED = {"refund_process", "refund_fail", "refund_paid"}
+_HELD = {"locked"}
+_KNOWN_PENDING = {"check", "process", "confirm_check", "wrong_amount_waiting"}
+
+
+def amount_path_segment(amount_cents: int) -> str:
+    """The direct-wallet path takes USD with decimals (`5.15`) [inferred in the reference, 1.5]. One place to change."""
+    whole, frac = divmod(amount_cents, 100)
+    return f"{whole}.{frac:02d}" if frac else str(whole)
+
+
+class SMSOnlineGateway:
+    name = "smsonline"
+    is_sandbox = False
+    accepts_coupon_codes = True
+    lifetime_seconds = 60 * 60  # used only if a response lacks expire_at
+
+    def __init__(self, api_url: str, user_id: str, api_key: str, *, timeout_seconds: float = 20.0) -> None:
+        self._base = api_url.rstrip("/")
+        self._user_id = user_id
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+        self._logged_unknown: set[str] = set()
+        self.pairs = frozenset(Pair(c, n) for c, nets in SUPPORTED_MATRIX.items() for n in nets)
+
+    def _customer_url(self, *parts: str) -> str:
+        path = "/".join(quote(p, safe="") for p in ("v3", "customers", self._user_id, *parts))
+        return f"{self._base}/{path}"
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
+        url = self._customer_url("cryptomus", "direct", request.coin.upper(), request.network.upper(),
+                                 amount_path_segment(request.amount_cents))
+        payload: dict[str, str] = {"apiKey": self._api_key}
+        if request.coupon_code:
+            payload["couponCode"] = request.coupon_code
+        status, body = await self._call("PUT", url, json_body=payload, what="direct wallet")
+        if status == 400:
+            raise PairUnavailable(f"SMSOnline refused {request.coin}/{request.network}: {_describe(body)}")
+        if status == 500 and request.coupon_code:
+            raise CouponRejected(f"SMSOnline refused coupon: {_describe(body)}")
+        result = self._unwrap(status, body, what="direct wallet")
+        return self._parse_deposit(result, request)
+
+    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+        url = self._customer_url("cryptomus", "transaction", order_id)
+        status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="transaction status")
+        result = self._unwrap(status, body, what="transaction status")
+        return self._parse_status(order_id, result)
+
+    async def account_balance(self) -> dict[str, Any]:
+        url = self._customer_url("balance")
+        status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="balance")
+        result = self._unwrap(status, body, what="balance")
+        return result if isinstance(result, dict) else {}
+
+    async def _call(self, method: str, url: str, *, what: str, json_body: dict[str, Any] | None = None,
+                    params: dict[str, str] | None = None) -> tuple[int, Any]:
+        try:
+            async with self._http().request(method, url, json=json_body, params=params) as response:
+                text = await response.text(errors="replace")
+                status = response.status
+        except asyncio.TimeoutError as exc:
+            raise GatewayUnavailable(f"SMSOnline {what}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise GatewayUnavailable(f"SMSOnline {what}: {type(exc).__name__}") from exc
+        # Raw bodies are logged for audit; they never contain our key (it is only in the request).
+        log.info("smsonline %s answered %s: %s", what, status, text[:2000])
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = text
+        return status, body
+
+    def _unwrap(self, status: int, body: Any, *, what: str) -> Any:
+        if status == 401:
+            raise GatewayMisconfigured(f"SMSOnline {what}: user verification failed (check SMSONLINE_USER_ID and "
+                                       f"SMSONLINE_API_KEY): {_describe(body)}")
+        if status >= 500 or status == 429:
+            raise GatewayUnavailable(f"SMSOnline {what}: HTTP {status}: {_describe(body)}")
+        if not 200 <= status < 300:
+            raise GatewayUnavailable(f"SMSOnline {what}: unexpected HTTP {status}: {_describe(body)}")
+        if not isinstance(body, dict) or body.get("ok") is not True or "body" not in body:
+            raise GatewayUnavailable(f"SMSOnline {what}: unreadable answer: {_describe(body)}")
+        return body["body"]
+
+    def _parse_deposit(self, result: Any, request: DepositRequest) -> CreatedDeposit:
+        if not isinstance(result, dict):
+            raise GatewayUnavailable(f"SMSOnline direct wallet: body is not an object: {_describe(result)}")
+        address = result.get("to_address")
+        order_id = result.get("order_id")
+        pay_amount = parse_decimal(result.get("amountInCrypto"))
+        if not (isinstance(address, str) and address.strip() and isinstance(order_id, str) and order_id.strip()
+                and pay_amount is not None and pay_amount > 0):
+            # Never show an address we can't tie to an order and an exact amount.
+            raise GatewayUnavailable(f"SMSOnline direct wallet: incomplete deposit: {_describe(result)}")
+        expire_at = result.get("expire_at")
+        if isinstance(expire_at, bool) or not isinstance(expire_at, int) or expire_at <= 0:
+            expire_at = int(time.time()) + self.lifetime_seconds
+        url = result.get("url")
+        quoted = parse_decimal(result.get("amountInUSD"))
+        return CreatedDeposit(
+            order_id=order_id.strip(),
+            address=address.strip(),
+            pay_amount=pay_amount,
+            pay_currency=str(result.get("currency") or request.coin).upper(),
+            expires_at=expire_at,
+            payment_url=url if isinstance(url, str) and url.startswith("https://") else None,
+            quoted_cents=decimal_to_cents(quoted) if quoted is not None and quoted > 0 else None,
+        )
+
+    def _parse_status(self, order_id: str, result: Any) -> PaymentUpdate:
+        if not isinstance(result, dict):
+            raise GatewayUnavailable(f"SMSOnline transaction status: body is not an object: {_describe(result)}")
+        raw_status = result.get("status", result.get("payment_status"))
+        status = raw_status.strip().lower() if isinstance(raw_status, str) else None
+        is_final = result.get("is_final")
+        paid_usd = parse_decimal(result.get("payment_amount_usd"))
+        paid_cents = decimal_to_cents(paid_usd) if paid_usd is not None else None
+        txid = result.get("txid") if isinstance(result.get("txid"), str) else None
+
+        if status in _PAID and is_final is not False:
+            state = PaymentState.PAID
+        elif status == "wrong_amount" and is_final is not False:
+            # Only credit an underpayment when the gateway tells us what arrived; otherwise hold for review.
+            state = PaymentState.UNDERPAID if paid_cents else PaymentState.HELD
+        elif status in _FAILED:
+            state = PaymentState.FAILED
+        elif status in _CANCELLED:
+            state = PaymentState.CANCELLED
+        elif status in _REFUNDED:
+            state = PaymentState.REFUNDED
+        elif status in _HELD:
+            state = PaymentState.HELD
+        else:
+            state = PaymentState.PENDING
+            if status not in _KNOWN_PENDING and str(status) not in self._logged_unknown:
+                self._logged_unknown.add(str(status))
+                log.warning("smsonline: unrecognised transaction status %r, treated as pending; body: %s",
+                            raw_status, json.dumps(result)[:2000])
+        return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
+                             raw_status=status, source="poll", raw=result)
+
+
+def _describe(body: Any) -> str:
+    """A short, log-safe description of an error body: the message fields the reference suggests, else the raw text."""
+    if isinstance(body, dict):
+        for key in ("errorMessage", "message", "error"):
+            if isinstance(body.get(key), str):
+                return body[key][:300]
+    return repr(body)[:300]

@@ -1,0 +1,111 @@
+"""The coins and networks the bot can offer: one internal vocabulary, narrowed by gateway and operator."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The SMSOnline V3 direct-wallet table (shared/reference/payment-apis.md 1.4), in the order users see it.
+SUPPORTED_MATRIX: dict[str, tuple[str, ...]] = {
+    "USDT": ("TRON", "BSC", "ETH", "POLYGON", "ARBITRUM", "AVALANCHE", "SOL", "TON"),
+    "BTC": ("BTC",),
+    "LTC": ("LTC",),
+    "TRX": ("TRON",),
+    "ETH": ("ETH",),
+    "XMR": ("XMR",),
+    "POL": ("POLYGON", "ETH"),
+    "BNB": ("BSC",),
+    "USDC": ("BSC", "ETH", "POLYGON", "ARBITRUM", "AVALANCHE"),
+    "SOL": ("SOL",),
+    "DASH": ("DASH",),
+    "DOGE": ("DOGE",),
+    "TON": ("TON",),
+    "BCH": ("BCH",),
+    "AVAX": ("AVALANCHE",),
+    "DAI": ("BSC", "POLYGON", "ETH"),
+}
+
+# Human names for networks, shown on buttons and in the "send only on this network" warning.
+NETWORK_TITLES: dict[str, str] = {
+    "TRON": "TRON (TRC-20)",
+    "BSC": "BNB Smart Chain (BEP-20)",
+    "ETH": "Ethereum (ERC-20)",
+    "POLYGON": "Polygon",
+    "ARBITRUM": "Arbitrum One",
+    "AVALANCHE": "Avalanche C-Chain",
+    "SOL": "Solana",
+    "TON": "TON",
+    "BTC": "Bitcoin",
+    "LTC": "Litecoin",
+    "XMR": "Monero",
+    "DASH": "Dash",
+    "DOGE": "Dogecoin",
+    "BCH": "Bitcoin Cash",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Pair:
+    coin: str
+    network: str
+
+    def __str__(self) -> str:
+        return f"{self.coin}/{self.network}"
+
+
+def all_pairs() -> list[Pair]:
+    return [Pair(coin, net) for coin, nets in SUPPORTED_MATRIX.items() for net in nets]
+
+
+class ConfigPairError(ValueError):
+    pass
+
+
+def parse_pair_filter(text: str) -> frozenset[Pair] | None:
+    """Parse the operator's ALLOWED_PAIRS: `USDT:TRON,USDT:BSC,BTC` (a bare coin means all its networks).
+
+    Empty means no narrowing (None). Unknown coins or networks are an error, so a typo is caught at start-up.
+    """
+    items = [item.strip().upper() for item in text.split(",") if item.strip()]
+    if not items:
+        return None
+    pairs: set[Pair] = set()
+    for item in items:
+        coin, _, network = item.partition(":")
+        networks = SUPPORTED_MATRIX.get(coin)
+        if networks is None:
+            raise ConfigPairError(f"unknown coin {coin!r} (known: {', '.join(SUPPORTED_MATRIX)})")
+        if network:
+            if network not in networks:
+                raise ConfigPairError(f"{coin} has no network {network!r} (it has: {', '.join(networks)})")
+            pairs.add(Pair(coin, network))
+        else:
+            pairs.update(Pair(coin, net) for net in networks)
+    return frozenset(pairs)
+
+
+class Matrix:
+    """The pairs offered to users: supported matrix ∩ what the gateway takes ∩ what the operator allows."""
+
+    def __init__(self, gateway_pairs: frozenset[Pair], operator_filter: frozenset[Pair] | None = None) -> None:
+        allowed = [p for p in all_pairs() if p in gateway_pairs]
+        if operator_filter is not None:
+            allowed = [p for p in allowed if p in operator_filter]
+        self._pairs = allowed
+
+    def coins(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for pair in self._pairs:
+            seen.setdefault(pair.coin, None)
+        return list(seen)
+
+    def networks(self, coin: str) -> list[str]:
+        return [p.network for p in self._pairs if p.coin == coin]
+
+    def has(self, coin: str, network: str) -> bool:
+        return Pair(coin, network) in self._pairs
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+def network_title(network: str) -> str:
+    return NETWORK_TITLES.get(network, network)

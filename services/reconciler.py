@@ -1,0 +1,90 @@
+"""The background pass over open deposits: expire, poll, and clean up creations that never finished.
+
+Everything it needs is in the database, so after a restart it simply carries on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from services.gateways.base import Gateway, GatewayError
+from services.settlement import Outcome, Settler
+from services.store import Database, DepositStatus, now_ts
+from services.store import coupons, deposits
+
+log = logging.getLogger(__name__)
+
+LATE_PAYMENT_GRACE_SECONDS = 60 * 60   # keep polling this long past expiry: late transfers still settle
+STUCK_CREATION_SECONDS = 10 * 60       # a 'creating' row this old lost its gateway call (crash, shutdown)
+MAX_BACKOFF_SECONDS = 15 * 60
+
+
+@dataclass
+class PassReport:
+    checked: int = 0
+    credited: int = 0
+    expired: int = 0
+    errors: int = 0
+    abandoned: int = 0
+
+
+class Reconciler:
+    def __init__(self, db: Database, gateway: Gateway, settler: Settler, *, interval_seconds: int) -> None:
+        self._db = db
+        self._gateway = gateway
+        self._settler = settler
+        self._interval = interval_seconds
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                report = await self.run_once()
+                if report.checked or report.expired or report.abandoned:
+                    log.info("reconciler pass: %s", report)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad pass must not stop future ones
+                log.exception("reconciler pass failed")
+            await asyncio.sleep(self._interval)
+
+    async def run_once(self, now: int | None = None) -> PassReport:
+        now = now_ts() if now is None else now
+        report = PassReport()
+        await self._abandon_stuck_creations(now, report)
+        for deposit in await deposits.pending_past_expiry(self._db.reader, now):
+            if await self._settler.expire(deposit.id):
+                report.expired += 1
+        for deposit in await deposits.due_for_check(self._db.reader, now):
+            if deposit.gateway != self._gateway.name or deposit.order_id is None:
+                continue  # made by a gateway this process doesn't run; left for the one that does
+            report.checked += 1
+            try:
+                update = await self._gateway.fetch_payment(deposit.order_id)
+            except GatewayError as exc:
+                report.errors += 1
+                backoff = min(self._interval * 2 ** min(deposit.check_failures + 1, 10), MAX_BACKOFF_SECONDS)
+                log.warning("reconciler: deposit %s check failed (%s); next in %ss", deposit.id,
+                            exc.operator_detail, backoff)
+                await self._schedule(deposit.id, now + backoff, failed=True)
+                continue
+            result = await self._settler.settle_payment(update)
+            if result.outcome is Outcome.CREDITED:
+                report.credited += 1
+            elif result.outcome in (Outcome.UNCHANGED, Outcome.FLAGGED):
+                keep_until = (deposit.expires_at or now) + LATE_PAYMENT_GRACE_SECONDS
+                await self._schedule(deposit.id, now + self._interval if now < keep_until else None, failed=False)
+        return report
+
+    async def _schedule(self, deposit_id: int, at: int | None, *, failed: bool) -> None:
+        async with self._db.transaction() as tx:
+            await deposits.schedule_check(tx, deposit_id, next_check_at=at, failed=failed)
+
+    async def _abandon_stuck_creations(self, now: int, report: PassReport) -> None:
+        for deposit in await deposits.stale_creating(self._db.reader, now - STUCK_CREATION_SECONDS):
+            async with self._db.transaction() as tx:
+                if await deposits.set_status(tx, deposit.id, DepositStatus.FAILED,
+                                             only_from=(DepositStatus.CREATING,),
+                                             failure_reason="create: interrupted"):
+                    await coupons.release(tx, deposit.id)
+                    report.abandoned += 1

@@ -1,0 +1,173 @@
+"""Settlement: the one place where a gateway's word turns into money on a user's balance.
+
+Guarantee: a deposit is credited at most once, whatever path reports it (poll, webhook, sandbox,
+admin) and however often or concurrently. The ledger's UNIQUE idempotency key makes the credit a
+single row; the status change, coupon bonus and notifications are written in the same transaction,
+so a crash leaves either all of them or none.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+import aiosqlite
+
+from services.gateways.base import PaymentState, PaymentUpdate
+from services.store import Database, Deposit, DepositStatus, LedgerKind
+from services.store import coupons, deposits, ledger, outbox, users
+
+log = logging.getLogger(__name__)
+
+# States from which a deposit can still be paid or closed: a confirmed payment is credited even
+# after we expired it or the user cancelled it, because the money did arrive.
+_UNPAID = (DepositStatus.PENDING, DepositStatus.EXPIRED, DepositStatus.CANCELLED)
+
+
+class Outcome(str, Enum):
+    CREDITED = "credited"
+    ALREADY_CREDITED = "already_credited"
+    CLOSED = "closed"            # the gateway says it will never be paid
+    FLAGGED = "flagged"          # needs a person (refund, hold, nonsense amount); nothing credited
+    UNCHANGED = "unchanged"
+    UNKNOWN_ORDER = "unknown_order"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    outcome: Outcome
+    deposit: Deposit | None = None
+    credited_cents: int = 0
+    bonus_cents: int = 0
+    balance_cents: int | None = None
+
+
+class Settler:
+    def __init__(self, db: Database, *, admin_chat_id: int | None) -> None:
+        self._db = db
+        self._admin_chat_id = admin_chat_id
+
+    async def settle_payment(self, update: PaymentUpdate) -> Settlement:
+        async with self._db.transaction() as tx:
+            deposit = await deposits.by_order(tx, update.gateway, update.order_id)
+            if deposit is None:
+                log.warning("settlement: %s reported %s for unknown order %r (source %s); nothing credited",
+                            update.gateway, update.state.value, update.order_id, update.source)
+                return Settlement(Outcome.UNKNOWN_ORDER)
+            if update.state in (PaymentState.PAID, PaymentState.UNDERPAID):
+                result = await self._credit(tx, deposit, update)
+            elif update.state in (PaymentState.FAILED, PaymentState.CANCELLED):
+                result = await self._close(tx, deposit, update)
+            elif update.state in (PaymentState.REFUNDED, PaymentState.HELD):
+                await self._flag(tx, deposit, f"status:{update.raw_status or update.state.value}",
+                                 reason=update.raw_status or update.state.value)
+                result = Settlement(Outcome.FLAGGED, deposit)
+            else:
+                result = Settlement(Outcome.UNCHANGED, deposit)
+        if result.outcome is not Outcome.UNCHANGED:
+            log.info("settlement: deposit %s order %s via %s: %s (credited %s, bonus %s)", deposit.id,
+                     update.order_id, update.source, result.outcome.value, result.credited_cents, result.bonus_cents)
+        return result
+
+    async def _credit(self, tx: aiosqlite.Connection, deposit: Deposit, update: PaymentUpdate) -> Settlement:
+        if update.state is PaymentState.UNDERPAID or update.paid_cents is not None:
+            credit = update.paid_cents or 0
+        else:
+            credit = deposit.expected_credit_cents
+        if credit <= 0:
+            await self._flag(tx, deposit, "no-amount", reason="paid without a usable amount")
+            return Settlement(Outcome.FLAGGED, deposit)
+        line = await ledger.append(tx, user_id=deposit.user_id, amount_cents=credit, kind=LedgerKind.DEPOSIT,
+                                   idempotency_key=ledger.deposit_key(deposit.id), deposit_id=deposit.id,
+                                   note=f"{update.gateway} {update.order_id} via {update.source}")
+        if line is None:
+            return Settlement(Outcome.ALREADY_CREDITED, deposit)
+
+        bonus, bonus_lost = await self._coupon_bonus(tx, deposit, credit)
+        await deposits.mark_paid(tx, deposit.id, credited_cents=credit, bonus_cents=bonus, txid=update.txid)
+        user = await users.get(tx, deposit.user_id)
+        balance = user.balance_cents if user else None
+        payload = {"credited_cents": credit, "bonus_cents": bonus, "balance_cents": balance,
+                   "amount_cents": deposit.amount_cents, "bonus_lost": bonus_lost}
+        await outbox.enqueue(tx, kind="deposit_paid", chat_id=deposit.chat_id, user_id=deposit.user_id,
+                             deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid", payload=payload)
+        await self._enqueue_card(tx, deposit, DepositStatus.PAID)
+        review = update.state is PaymentState.UNDERPAID or credit != deposit.expected_credit_cents
+        await self._enqueue_admin(tx, deposit, "admin_deposit_paid", "paid", {
+            **payload, "txid": update.txid, "review": review, "raw_status": update.raw_status})
+        fresh = await deposits.get(tx, deposit.id)
+        return Settlement(Outcome.CREDITED, fresh, credit, bonus, balance)
+
+    async def _coupon_bonus(self, tx: aiosqlite.Connection, deposit: Deposit, credit: int) -> tuple[int, bool]:
+        """The bonus of the coupon held for this deposit; (0, True) if it was released and is gone meanwhile."""
+        if deposit.coupon_id is None:
+            return 0, False
+        hold = await coupons.hold_for_deposit(tx, deposit.id)
+        if hold is None:
+            # Released when the deposit expired; take it again if this user still can.
+            retaken = await coupons.hold(tx, deposit.coupon_id, deposit.user_id, deposit.id)
+            if not retaken or not await coupons.take_use(tx, deposit.coupon_id):
+                if retaken:
+                    await coupons.release(tx, deposit.id)
+                return 0, True
+        coupon = await coupons.get(tx, deposit.coupon_id)
+        if coupon is None or credit < coupon.min_amount_cents:
+            await coupons.release(tx, deposit.id)
+            return 0, coupon is not None
+        bonus = coupon.bonus_for(credit)
+        if bonus > 0:
+            await ledger.append(tx, user_id=deposit.user_id, amount_cents=bonus, kind=LedgerKind.BONUS,
+                                idempotency_key=ledger.bonus_key(deposit.id), deposit_id=deposit.id,
+                                note=f"coupon {coupon.code}")
+        await coupons.redeem(tx, deposit.id, bonus)
+        return bonus, False
+
+    async def _close(self, tx: aiosqlite.Connection, deposit: Deposit, update: PaymentUpdate) -> Settlement:
+        status = DepositStatus.CANCELLED if update.state is PaymentState.CANCELLED else DepositStatus.FAILED
+        if not await deposits.set_status(tx, deposit.id, status, only_from=_UNPAID,
+                                         failure_reason=f"gateway:{update.raw_status or update.state.value}"):
+            return Settlement(Outcome.UNCHANGED, deposit)
+        await deposits.schedule_check(tx, deposit.id, next_check_at=None, failed=False)
+        await coupons.release(tx, deposit.id)
+        await self._enqueue_card(tx, deposit, status)
+        return Settlement(Outcome.CLOSED, await deposits.get(tx, deposit.id))
+
+    async def expire(self, deposit_id: int) -> bool:
+        """Mark an unpaid deposit expired and tell the user to stop paying; polling goes on for late payments."""
+        async with self._db.transaction() as tx:
+            if not await deposits.set_status(tx, deposit_id, DepositStatus.EXPIRED, only_from=(DepositStatus.PENDING,)):
+                return False
+            deposit = await deposits.get(tx, deposit_id)
+            assert deposit is not None
+            await coupons.release(tx, deposit_id)
+            await outbox.enqueue(tx, kind="deposit_expired", chat_id=deposit.chat_id, user_id=deposit.user_id,
+                                 deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:expired")
+            await self._enqueue_card(tx, deposit, DepositStatus.EXPIRED)
+        log.info("deposit %s expired unpaid", deposit_id)
+        return True
+
+    async def cancel(self, deposit_id: int) -> bool:
+        """The user gave up on a pending deposit. A payment that still arrives is credited all the same."""
+        async with self._db.transaction() as tx:
+            if not await deposits.set_status(tx, deposit_id, DepositStatus.CANCELLED,
+                                             only_from=(DepositStatus.PENDING,), failure_reason="cancelled by user"):
+                return False
+            await coupons.release(tx, deposit_id)
+        return True
+
+    async def _flag(self, tx: aiosqlite.Connection, deposit: Deposit, key: str, *, reason: str) -> None:
+        await self._enqueue_admin(tx, deposit, "admin_deposit_review", key, {"reason": reason})
+
+    async def _enqueue_card(self, tx: aiosqlite.Connection, deposit: Deposit, status: DepositStatus) -> None:
+        if deposit.message_id is None or deposit.message_chat_id is None:
+            return
+        await outbox.enqueue(tx, kind="deposit_card", chat_id=deposit.message_chat_id, user_id=deposit.user_id,
+                             deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:card:{status.value}",
+                             payload={"message_id": deposit.message_id})
+
+    async def _enqueue_admin(self, tx: aiosqlite.Connection, deposit: Deposit, kind: str, key: str,
+                             payload: dict[str, object]) -> None:
+        if self._admin_chat_id is None:
+            return
+        await outbox.enqueue(tx, kind=kind, chat_id=self._admin_chat_id, user_id=deposit.user_id,
+                             deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:admin:{key}", payload=payload)

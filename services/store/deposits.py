@@ -1,0 +1,140 @@
+"""Deposits: created in two steps (reserve locally, then record the gateway's answer)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import aiosqlite
+
+from services.store.db import execute, fetch_all, fetch_one, fetch_value, insert, now_ts
+from services.store.models import Deposit, DepositStatus
+
+
+async def reserve(conn: aiosqlite.Connection, *, user_id: int, chat_id: int, gateway: str, coin: str,
+                  network: str, amount_cents: int, coupon_id: int | None, gateway_coupon: str | None) -> int:
+    now = now_ts()
+    deposit_id = await insert(
+        conn,
+        """
+        INSERT INTO deposits (user_id, chat_id, gateway, status, coin, network, amount_cents, coupon_id,
+                              gateway_coupon, created_at, updated_at)
+        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)
+        """,
+        (user_id, chat_id, gateway, coin, network, amount_cents, coupon_id, gateway_coupon, now, now),
+    )
+    assert deposit_id is not None
+    return deposit_id
+
+
+async def mark_created(conn: aiosqlite.Connection, deposit_id: int, *, order_id: str, address: str,
+                       pay_amount: Decimal, pay_currency: str, expires_at: int, payment_url: str | None,
+                       quoted_cents: int | None, first_check_at: int) -> None:
+    await execute(
+        conn,
+        """
+        UPDATE deposits SET status = 'pending', order_id = ?, address = ?, pay_amount = ?, pay_currency = ?,
+               expires_at = ?, payment_url = ?, quoted_cents = ?, next_check_at = ?, updated_at = ?
+        WHERE id = ? AND status = 'creating'
+        """,
+        (order_id, address, str(pay_amount), pay_currency, expires_at, payment_url, quoted_cents,
+         first_check_at, now_ts(), deposit_id),
+    )
+
+
+async def get(conn: aiosqlite.Connection, deposit_id: int) -> Deposit | None:
+    row = await fetch_one(conn, "SELECT * FROM deposits WHERE id = ?", (deposit_id,))
+    return Deposit.from_row(row) if row else None
+
+
+async def by_order(conn: aiosqlite.Connection, gateway: str, order_id: str) -> Deposit | None:
+    row = await fetch_one(conn, "SELECT * FROM deposits WHERE gateway = ? AND order_id = ?", (gateway, order_id))
+    return Deposit.from_row(row) if row else None
+
+
+async def set_status(conn: aiosqlite.Connection, deposit_id: int, status: DepositStatus, *,
+                     only_from: tuple[DepositStatus, ...], failure_reason: str | None = None) -> bool:
+    """Move a deposit between states, only from the listed ones: a compare-and-set, so races can't undo a payment."""
+    placeholders = ",".join("?" for _ in only_from)
+    changed = await execute(
+        conn,
+        f"""
+        UPDATE deposits SET status = ?, failure_reason = COALESCE(?, failure_reason), updated_at = ?
+        WHERE id = ? AND status IN ({placeholders})
+        """,
+        (status.value, failure_reason, now_ts(), deposit_id, *(s.value for s in only_from)),
+    )
+    return changed == 1
+
+
+async def mark_paid(conn: aiosqlite.Connection, deposit_id: int, *, credited_cents: int, bonus_cents: int,
+                    txid: str | None) -> None:
+    now = now_ts()
+    await execute(
+        conn,
+        """
+        UPDATE deposits SET status = 'paid', credited_cents = ?, bonus_cents = ?, txid = COALESCE(?, txid),
+               paid_at = ?, next_check_at = NULL, updated_at = ?
+        WHERE id = ?
+        """,
+        (credited_cents, bonus_cents, txid, now, now, deposit_id),
+    )
+
+
+async def attach_message(conn: aiosqlite.Connection, deposit_id: int, chat_id: int, message_id: int) -> None:
+    await execute(conn, "UPDATE deposits SET message_chat_id = ?, message_id = ? WHERE id = ?",
+                  (chat_id, message_id, deposit_id))
+
+
+async def schedule_check(conn: aiosqlite.Connection, deposit_id: int, *, next_check_at: int | None,
+                         failed: bool) -> None:
+    await execute(
+        conn,
+        """
+        UPDATE deposits SET next_check_at = ?, last_checked_at = ?,
+               check_failures = CASE WHEN ? THEN check_failures + 1 ELSE 0 END
+        WHERE id = ? AND status IN ('pending', 'expired', 'cancelled')
+        """,
+        (next_check_at, now_ts(), failed, deposit_id),
+    )
+
+
+async def for_user(conn: aiosqlite.Connection, user_id: int, *, limit: int, offset: int) -> list[Deposit]:
+    """The user's deposits that reached the gateway, newest first."""
+    rows = await fetch_all(
+        conn,
+        "SELECT * FROM deposits WHERE user_id = ? AND order_id IS NOT NULL ORDER BY id DESC LIMIT ? OFFSET ?",
+        (user_id, limit, offset),
+    )
+    return [Deposit.from_row(r) for r in rows]
+
+
+async def count_for_user(conn: aiosqlite.Connection, user_id: int) -> int:
+    return int(await fetch_value(
+        conn, "SELECT COUNT(*) FROM deposits WHERE user_id = ? AND order_id IS NOT NULL", (user_id,)))
+
+
+async def due_for_check(conn: aiosqlite.Connection, now: int, limit: int = 200) -> list[Deposit]:
+    rows = await fetch_all(
+        conn,
+        """
+        SELECT * FROM deposits
+        WHERE status IN ('pending', 'expired', 'cancelled') AND next_check_at IS NOT NULL AND next_check_at <= ?
+        ORDER BY next_check_at LIMIT ?
+        """,
+        (now, limit),
+    )
+    return [Deposit.from_row(r) for r in rows]
+
+
+async def pending_past_expiry(conn: aiosqlite.Connection, now: int) -> list[Deposit]:
+    rows = await fetch_all(
+        conn, "SELECT * FROM deposits WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?", (now,))
+    return [Deposit.from_row(r) for r in rows]
+
+
+async def stale_creating(conn: aiosqlite.Connection, older_than: int) -> list[Deposit]:
+    rows = await fetch_all(conn, "SELECT * FROM deposits WHERE status = 'creating' AND created_at <= ?", (older_than,))
+    return [Deposit.from_row(r) for r in rows]
+
+
+async def count_pending(conn: aiosqlite.Connection) -> int:
+    return int(await fetch_value(conn, "SELECT COUNT(*) FROM deposits WHERE status = 'pending'"))

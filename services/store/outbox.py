@@ -1,0 +1,52 @@
+"""The notification outbox: written in the settling transaction, delivered later by a worker."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiosqlite
+
+from services.store.db import execute, fetch_all, insert, now_ts
+from services.store.models import Notification
+
+
+async def enqueue(conn: aiosqlite.Connection, *, kind: str, chat_id: int, dedupe_key: str,
+                  user_id: int | None = None, deposit_id: int | None = None,
+                  payload: dict[str, Any] | None = None) -> int | None:
+    """Queue a notification once per dedupe key; a repeated event queues nothing."""
+    now = now_ts()
+    return await insert(
+        conn,
+        """
+        INSERT INTO notifications (kind, chat_id, user_id, deposit_id, payload, dedupe_key, next_attempt_at, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING
+        """,
+        (kind, chat_id, user_id, deposit_id, json.dumps(payload or {}), dedupe_key, now, now),
+    )
+
+
+async def due(conn: aiosqlite.Connection, now: int, limit: int = 50) -> list[Notification]:
+    rows = await fetch_all(
+        conn,
+        "SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+        (now, limit),
+    )
+    return [Notification.from_row(r) for r in rows]
+
+
+async def mark_sent(conn: aiosqlite.Connection, notification_id: int) -> None:
+    await execute(conn, "UPDATE notifications SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                  (now_ts(), notification_id))
+
+
+async def retry_later(conn: aiosqlite.Connection, notification_id: int, *, at: int, error: str) -> None:
+    await execute(
+        conn,
+        "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        (at, error[:500], notification_id),
+    )
+
+
+async def give_up(conn: aiosqlite.Connection, notification_id: int, *, error: str) -> None:
+    await execute(conn, "UPDATE notifications SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+                  (error[:500], notification_id))

@@ -1,0 +1,143 @@
+"""Versioned schema migrations. Append new versions; never edit one that has shipped."""
+from __future__ import annotations
+
+_V1 = [
+    """
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,              -- Telegram user id
+        username      TEXT,
+        first_name    TEXT NOT NULL DEFAULT '',
+        locale        TEXT,                             -- chosen in the bot; NULL = follow Telegram
+        telegram_lang TEXT,
+        balance_cents INTEGER NOT NULL DEFAULT 0,       -- cache of SUM(ledger), kept by a trigger
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX users_username ON users(username COLLATE NOCASE)",
+    """
+    CREATE TABLE coupons (
+        id               INTEGER PRIMARY KEY,
+        code             TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        kind             TEXT NOT NULL CHECK (kind IN ('percent', 'fixed')),
+        value            INTEGER NOT NULL CHECK (value > 0),  -- percent, or USD cents
+        max_uses         INTEGER CHECK (max_uses IS NULL OR max_uses > 0),
+        used_count       INTEGER NOT NULL DEFAULT 0,           -- holds + redemptions
+        min_amount_cents INTEGER NOT NULL DEFAULT 0,
+        expires_at       INTEGER,
+        active           INTEGER NOT NULL DEFAULT 1,
+        created_by       INTEGER,
+        created_at       INTEGER NOT NULL,
+        CHECK (max_uses IS NULL OR used_count <= max_uses),
+        CHECK (kind <> 'percent' OR value <= 100)
+    )
+    """,
+    """
+    CREATE TABLE deposits (
+        id                 INTEGER PRIMARY KEY,
+        user_id            INTEGER NOT NULL REFERENCES users(id),
+        chat_id            INTEGER NOT NULL,
+        gateway            TEXT NOT NULL,
+        order_id           TEXT,                     -- the gateway's reference; NULL until created there
+        status             TEXT NOT NULL CHECK (status IN
+                               ('creating', 'pending', 'paid', 'expired', 'cancelled', 'failed')),
+        coin               TEXT NOT NULL,
+        network            TEXT NOT NULL,
+        amount_cents       INTEGER NOT NULL CHECK (amount_cents > 0),  -- what the user asked for
+        quoted_cents       INTEGER,                  -- the gateway's USD value of the deposit, if it said
+        pay_amount         TEXT,                     -- exact crypto amount, Decimal as text
+        pay_currency       TEXT,
+        address            TEXT,
+        payment_url        TEXT,
+        expires_at         INTEGER,
+        coupon_id          INTEGER REFERENCES coupons(id),
+        gateway_coupon     TEXT,                     -- a code passed through to the gateway
+        credited_cents     INTEGER,
+        bonus_cents        INTEGER,
+        txid               TEXT,
+        failure_reason     TEXT,
+        message_chat_id    INTEGER,                  -- the deposit card, edited as status changes
+        message_id         INTEGER,
+        check_failures     INTEGER NOT NULL DEFAULT 0,
+        next_check_at      INTEGER,
+        last_checked_at    INTEGER,
+        created_at         INTEGER NOT NULL,
+        updated_at         INTEGER NOT NULL,
+        paid_at            INTEGER,
+        UNIQUE (gateway, order_id)
+    )
+    """,
+    "CREATE INDEX deposits_user ON deposits(user_id, id DESC)",
+    "CREATE INDEX deposits_open ON deposits(status, next_check_at) WHERE status IN ('creating', 'pending', 'expired', 'cancelled')",
+    """
+    CREATE TABLE coupon_holds (
+        id          INTEGER PRIMARY KEY,
+        coupon_id   INTEGER NOT NULL REFERENCES coupons(id),
+        user_id     INTEGER NOT NULL REFERENCES users(id),
+        deposit_id  INTEGER NOT NULL UNIQUE REFERENCES deposits(id),
+        state       TEXT NOT NULL CHECK (state IN ('held', 'redeemed')),
+        bonus_cents INTEGER,
+        created_at  INTEGER NOT NULL,
+        UNIQUE (coupon_id, user_id)                  -- once per user, enforced by the database
+    )
+    """,
+    """
+    CREATE TABLE ledger (
+        id              INTEGER PRIMARY KEY,
+        user_id         INTEGER NOT NULL REFERENCES users(id),
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents <> 0),
+        kind            TEXT NOT NULL CHECK (kind IN ('deposit', 'bonus', 'adjustment')),
+        deposit_id      INTEGER REFERENCES deposits(id),
+        idempotency_key TEXT NOT NULL UNIQUE,       -- the single-credit guarantee: one row per key, ever
+        note            TEXT,
+        actor_id        INTEGER,
+        created_at      INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX ledger_user ON ledger(user_id, id DESC)",
+    # The ledger is append-only, and the cached balance moves with it in the same statement.
+    """
+    CREATE TRIGGER ledger_keeps_balance AFTER INSERT ON ledger
+    BEGIN
+        UPDATE users SET balance_cents = balance_cents + NEW.amount_cents WHERE id = NEW.user_id;
+    END
+    """,
+    "CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END",
+    "CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END",
+    """
+    CREATE TABLE notifications (
+        id              INTEGER PRIMARY KEY,
+        kind            TEXT NOT NULL,
+        chat_id         INTEGER NOT NULL,
+        user_id         INTEGER,
+        deposit_id      INTEGER,
+        payload         TEXT NOT NULL DEFAULT '{}',
+        dedupe_key      TEXT NOT NULL UNIQUE,       -- one notification per event, however often it is reported
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        created_at      INTEGER NOT NULL,
+        sent_at         INTEGER
+    )
+    """,
+    "CREATE INDEX notifications_due ON notifications(status, next_attempt_at) WHERE status = 'pending'",
+    """
+    CREATE TABLE fsm (
+        key        TEXT PRIMARY KEY,
+        state      TEXT,
+        data       TEXT NOT NULL DEFAULT '{}',
+        updated_at INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
+]
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, _V1),
+]

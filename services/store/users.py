@@ -1,0 +1,52 @@
+"""Users and their cached balance."""
+from __future__ import annotations
+
+import aiosqlite
+
+from services.store.db import execute, fetch_all, fetch_one, now_ts
+from services.store.models import User
+
+
+async def upsert(conn: aiosqlite.Connection, user_id: int, username: str | None, first_name: str,
+                 telegram_lang: str | None) -> None:
+    now = now_ts()
+    await execute(
+        conn,
+        """
+        INSERT INTO users (id, username, first_name, telegram_lang, created_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET
+            username = excluded.username, first_name = excluded.first_name,
+            telegram_lang = excluded.telegram_lang, updated_at = excluded.updated_at
+        WHERE users.username IS NOT excluded.username OR users.first_name IS NOT excluded.first_name
+           OR users.telegram_lang IS NOT excluded.telegram_lang
+        """,
+        (user_id, username, first_name or "", telegram_lang, now, now),
+    )
+
+
+async def get(conn: aiosqlite.Connection, user_id: int) -> User | None:
+    row = await fetch_one(conn, "SELECT * FROM users WHERE id = ?", (user_id,))
+    return User.from_row(row) if row else None
+
+
+async def by_username(conn: aiosqlite.Connection, username: str) -> User | None:
+    row = await fetch_one(conn, "SELECT * FROM users WHERE username = ? COLLATE NOCASE", (username.lstrip("@"),))
+    return User.from_row(row) if row else None
+
+
+async def set_locale(conn: aiosqlite.Connection, user_id: int, locale: str) -> None:
+    await execute(conn, "UPDATE users SET locale = ?, updated_at = ? WHERE id = ?", (locale, now_ts(), user_id))
+
+
+async def balance_mismatches(conn: aiosqlite.Connection) -> list[tuple[int, int, int]]:
+    """Users whose cached balance differs from their ledger sum: (user id, cached, ledger). Should be empty."""
+    rows = await fetch_all(
+        conn,
+        """
+        SELECT u.id, u.balance_cents, COALESCE(SUM(l.amount_cents), 0) AS ledger_sum
+        FROM users u LEFT JOIN ledger l ON l.user_id = u.id
+        GROUP BY u.id HAVING u.balance_cents <> ledger_sum
+        """,
+    )
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,179 @@
+"""Top-up use cases for one user: create a deposit, check it, cancel it, simulate paying it (sandbox)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+from services.coupons import CouponChoice, CouponError, CouponProblem, choose_coupon
+from services.gateways.base import (
+    CouponRejected,
+    DepositRequest,
+    Gateway,
+    GatewayError,
+    GatewayMisconfigured,
+    PairUnavailable,
+)
+from services.matrix import Matrix
+from services.money import AmountLimits, check_limits
+from services.settlement import Settlement, Settler
+from services.store import Database, Deposit, DepositStatus, now_ts
+from services.store import coupons as coupon_repo
+from services.store import deposits, outbox
+
+log = logging.getLogger(__name__)
+
+FIRST_CHECK_DELAY_SECONDS = 20
+ADMIN_ALERT_WINDOW_SECONDS = 600  # at most one alert per kind of gateway error in this window
+
+
+class TopupProblem(str, Enum):
+    """Why a top-up step failed, as the user is told; the value is a message key suffix."""
+
+    PAIR_UNAVAILABLE = "pair-unavailable"
+    TEMPORARILY_UNAVAILABLE = "temporarily-unavailable"
+    NOT_FOUND = "not-found"            # no such deposit for this user (or not theirs: we don't say which)
+    NOT_PENDING = "not-pending"
+    NOT_SANDBOX = "not-sandbox"
+
+
+class TopupError(Exception):
+    def __init__(self, problem: TopupProblem) -> None:
+        super().__init__(problem.value)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class StatusCheck:
+    deposit: Deposit
+    settlement: Settlement | None
+
+
+class TopupService:
+    def __init__(self, db: Database, gateway: Gateway, matrix: Matrix, settler: Settler, limits: AmountLimits,
+                 *, admin_chat_id: int | None) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.matrix = matrix
+        self.settler = settler
+        self.limits = limits
+        self._admin_chat_id = admin_chat_id
+
+    async def choose_coupon(self, *, user_id: int, code: str, amount_cents: int) -> CouponChoice:
+        return await choose_coupon(self.db, code=code, user_id=user_id, amount_cents=amount_cents, now=now_ts(),
+                                   gateway_takes_codes=self.gateway.accepts_coupon_codes)
+
+    async def create_deposit(self, *, user_id: int, chat_id: int, coin: str, network: str, amount_cents: int,
+                             coupon_code: str | None) -> Deposit:
+        """Reserve the deposit and its coupon locally, ask the gateway, then record what it gave.
+
+        Raises AmountError, CouponError or TopupError; in every case nothing is left that looks created.
+        """
+        if not self.matrix.has(coin, network):
+            raise TopupError(TopupProblem.PAIR_UNAVAILABLE)
+        check_limits(amount_cents, self.limits)
+        choice = None
+        if coupon_code:
+            choice = await self.choose_coupon(user_id=user_id, code=coupon_code, amount_cents=amount_cents)
+
+        async with self.db.transaction() as tx:
+            deposit_id = await deposits.reserve(
+                tx, user_id=user_id, chat_id=chat_id, gateway=self.gateway.name, coin=coin, network=network,
+                amount_cents=amount_cents, coupon_id=choice.coupon.id if choice and choice.coupon else None,
+                gateway_coupon=choice.code if choice and choice.is_gateway_code else None)
+            if choice is not None and choice.coupon is not None:
+                # Rolling back removes the reservation too, so a lost race leaves nothing behind.
+                if not await coupon_repo.hold(tx, choice.coupon.id, user_id, deposit_id):
+                    raise CouponError(CouponProblem.ALREADY_USED)
+                if not await coupon_repo.take_use(tx, choice.coupon.id):
+                    raise CouponError(CouponProblem.USED_UP)
+
+        request = DepositRequest(deposit_id=deposit_id, user_id=user_id, coin=coin, network=network,
+                                 amount_cents=amount_cents,
+                                 coupon_code=choice.code if choice and choice.is_gateway_code else None)
+        try:
+            created = await self.gateway.create_deposit(request)
+        except BaseException as exc:
+            await self._creation_failed(deposit_id, exc)
+            if isinstance(exc, CouponRejected):
+                raise CouponError(CouponProblem.REJECTED_BY_GATEWAY) from exc
+            if isinstance(exc, PairUnavailable):
+                raise TopupError(TopupProblem.PAIR_UNAVAILABLE) from exc
+            if isinstance(exc, GatewayError):
+                raise TopupError(TopupProblem.TEMPORARILY_UNAVAILABLE) from exc
+            raise
+
+        async with self.db.transaction() as tx:
+            await deposits.mark_created(
+                tx, deposit_id, order_id=created.order_id, address=created.address, pay_amount=created.pay_amount,
+                pay_currency=created.pay_currency, expires_at=created.expires_at, payment_url=created.payment_url,
+                quoted_cents=created.quoted_cents, first_check_at=now_ts() + FIRST_CHECK_DELAY_SECONDS)
+            deposit = await deposits.get(tx, deposit_id)
+        assert deposit is not None
+        log.info("deposit %s created at %s: order %s, %s %s/%s for %s cents", deposit_id, self.gateway.name,
+                 created.order_id, created.pay_amount, coin, network, amount_cents)
+        return deposit
+
+    async def _creation_failed(self, deposit_id: int, exc: BaseException) -> None:
+        detail = exc.operator_detail if isinstance(exc, GatewayError) else type(exc).__name__
+        log.warning("deposit %s: gateway %s refused or failed: %s", deposit_id, self.gateway.name, detail)
+        async with self.db.transaction() as tx:
+            await deposits.set_status(tx, deposit_id, DepositStatus.FAILED, only_from=(DepositStatus.CREATING,),
+                                      failure_reason=f"create: {detail}"[:500])
+            await coupon_repo.release(tx, deposit_id)
+            if isinstance(exc, GatewayMisconfigured) and self._admin_chat_id is not None:
+                # The user only hears "temporarily unavailable"; the operator gets the cause, once per window.
+                window = now_ts() // ADMIN_ALERT_WINDOW_SECONDS
+                await outbox.enqueue(tx, kind="admin_gateway_error", chat_id=self._admin_chat_id,
+                                     dedupe_key=f"gateway-error:{self.gateway.name}:{type(exc).__name__}:{window}",
+                                     payload={"gateway": self.gateway.name, "detail": detail})
+
+    async def attach_message(self, deposit_id: int, chat_id: int, message_id: int) -> None:
+        async with self.db.transaction() as tx:
+            await deposits.attach_message(tx, deposit_id, chat_id, message_id)
+
+    async def deposit_of(self, user_id: int, deposit_id: int) -> Deposit:
+        """The user's own deposit; someone else's is reported exactly like a missing one."""
+        deposit = await deposits.get(self.db.reader, deposit_id)
+        if deposit is None or deposit.user_id != user_id or deposit.order_id is None:
+            raise TopupError(TopupProblem.NOT_FOUND)
+        return deposit
+
+    async def check_status(self, user_id: int, deposit_id: int) -> StatusCheck:
+        deposit = await self.deposit_of(user_id, deposit_id)
+        if deposit.status is DepositStatus.PAID:
+            return StatusCheck(deposit, None)
+        assert deposit.order_id is not None
+        try:
+            update = await self.gateway.fetch_payment(deposit.order_id)
+        except GatewayError as exc:
+            log.warning("deposit %s: status check failed: %s", deposit_id, exc.operator_detail)
+            raise TopupError(TopupProblem.TEMPORARILY_UNAVAILABLE) from exc
+        settlement = await self.settler.settle_payment(update)
+        fresh = await deposits.get(self.db.reader, deposit_id)
+        assert fresh is not None
+        return StatusCheck(fresh, settlement)
+
+    async def cancel(self, user_id: int, deposit_id: int) -> Deposit:
+        deposit = await self.deposit_of(user_id, deposit_id)
+        if not await self.settler.cancel(deposit.id):
+            raise TopupError(TopupProblem.NOT_PENDING)
+        fresh = await deposits.get(self.db.reader, deposit_id)
+        assert fresh is not None
+        return fresh
+
+    async def simulate_payment(self, user_id: int, deposit_id: int) -> Settlement:
+        """Sandbox only: pay the deposit as asked, through the same settlement as a real gateway."""
+        simulate = getattr(self.gateway, "simulate_payment", None)
+        if not self.gateway.is_sandbox or simulate is None:
+            raise TopupError(TopupProblem.NOT_SANDBOX)
+        deposit = await self.deposit_of(user_id, deposit_id)
+        assert deposit.order_id is not None
+        return await self.settler.settle_payment(simulate(deposit.order_id, deposit.amount_cents))
+
+
+def seconds_left(deposit: Deposit, now: float | None = None) -> int:
+    if deposit.expires_at is None:
+        return 0
+    return max(0, int(deposit.expires_at - (now if now is not None else time.time())))
