@@ -93,9 +93,8 @@ def parse_decimal(value: object) -> Decimal | None:
 
 
 def format_crypto(value: Decimal) -> str:
-    """Show a crypto amount exactly, without exponent and without trailing zeros."""
-    text = format(value.normalize(), "f")
-    return text if text not in ("", "-0") else "0"
+    """Show a crypto amount exactly as the gateway gave it (its digits kept), never in exponent form."""
+    return format(value, "f")
 
 
 def percent_of(cents: int, percent: int) -> int:

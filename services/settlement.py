@@ -8,6 +8,7 @@ so a crash leaves either all of them or none.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -46,6 +47,8 @@ class Settler:
     def __init__(self, db: Database, *, admin_chat_id: int | None) -> None:
         self._db = db
         self._admin_chat_id = admin_chat_id
+        # Called after a transaction that queued notifications commits (the delivery worker's wake-up).
+        self.after_commit: Callable[[], None] | None = None
 
     async def settle_payment(self, update: PaymentUpdate) -> Settlement:
         async with self._db.transaction() as tx:
@@ -64,6 +67,8 @@ class Settler:
                 result = Settlement(Outcome.FLAGGED, deposit)
             else:
                 result = Settlement(Outcome.UNCHANGED, deposit)
+        if result.outcome is not Outcome.UNCHANGED and self.after_commit is not None:
+            self.after_commit()
         if result.outcome is not Outcome.UNCHANGED:
             log.info("settlement: deposit %s order %s via %s: %s (credited %s, bonus %s)", deposit.id,
                      update.order_id, update.source, result.outcome.value, result.credited_cents, result.bonus_cents)
@@ -144,6 +149,8 @@ class Settler:
                                  deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:expired")
             await self._enqueue_card(tx, deposit, DepositStatus.EXPIRED)
         log.info("deposit %s expired unpaid", deposit_id)
+        if self.after_commit is not None:
+            self.after_commit()
         return True
 
     async def cancel(self, deposit_id: int) -> bool:

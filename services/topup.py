@@ -52,8 +52,9 @@ class StatusCheck:
 
 class TopupService:
     def __init__(self, db: Database, gateway: Gateway, matrix: Matrix, settler: Settler, limits: AmountLimits,
-                 *, admin_chat_id: int | None) -> None:
+                 *, admin_chat_id: int | None, quick_amounts_cents: tuple[int, ...] = ()) -> None:
         self.db = db
+        self.quick_amounts_cents = quick_amounts_cents  # offered as buttons at the amount step
         self.gateway = gateway
         self.matrix = matrix
         self.settler = settler

@@ -15,3 +15,20 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.connect()
     yield database
     await database.close()
+
+
+@pytest.fixture
+async def api():
+    from tests.fakes.bot_api import FakeBotAPI
+
+    async with FakeBotAPI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def harness(api, tmp_path: Path):
+    from tests.harness import Harness
+
+    h = await Harness.start(api, tmp_path / "bot.sqlite3")
+    yield h
+    await h.close()

@@ -1,0 +1,1 @@
+"""Routers for customers in private chats."""

@@ -1,0 +1,35 @@
+"""`python -m bot`: read .env and the environment, check the settings, run the bot with long polling."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from dotenv import load_dotenv
+
+from bot.config import ConfigError, load_settings
+from bot.i18n import shipped_locales
+
+
+def main() -> int:
+    load_dotenv()  # a real environment variable wins over .env
+    try:
+        settings = load_settings(os.environ, available_locales=shipped_locales())
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiohttp's access log and aiogram's event log would print every update; keep the useful parts.
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    from bot.app import run_polling  # imported late so a config error prints before heavy imports
+
+    try:
+        asyncio.run(run_polling(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Settings from the environment (and .env), checked once at start-up with messages that say how to fix them."""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from services.matrix import ConfigPairError, Pair, parse_pair_filter
+from services.money import AmountError, AmountLimits, parse_usd
+from services.store.db import path_from_url
+
+GATEWAYS = ("sandbox", "smsonline", "cryptomus", "smartcloudpay")
+IMPLEMENTED_GATEWAYS = ("sandbox", "smsonline")
+_TOKEN_RE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{5,}", re.ASCII)
+
+
+class ConfigError(Exception):
+    """One line naming the variable, what is wrong with it, and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential that prints as *** so it can't leak through logs, reprs or tracebacks."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Settings:
+    bot_token: Secret
+    telegram_api_url: str = "https://api.telegram.org"
+    database_path: Path = Path("data/bot.sqlite3")
+    admin_chat_id: int | None = None
+    admin_user_ids: frozenset[int] = frozenset()
+    payment_gateway: str = "sandbox"
+    smsonline_api_url: str = "https://api-x.smsonline.cloud"
+    smsonline_user_id: str = ""
+    smsonline_api_key: Secret = Secret("")
+    web_host: str = "0.0.0.0"
+    web_port: int = 8080
+    public_url: str | None = None
+    reconcile_interval_seconds: int = 60
+    amount_limits: AmountLimits = AmountLimits(100, 1_000_000)
+    quick_amounts_cents: tuple[int, ...] = (500, 1000, 2500, 5000, 10000)
+    default_locale: str = "en"
+    allowed_pairs: frozenset[Pair] | None = None
+    log_level: str = "INFO"
+
+
+def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
+    def get(name: str, default: str = "") -> str:
+        return env.get(name, default).strip()
+
+    token = get("BOT_TOKEN")
+    if not token:
+        raise ConfigError("BOT_TOKEN is not set: create a bot with @BotFather in Telegram (/newbot), "
+                          "then put the token it gives you in .env as BOT_TOKEN=123456:ABC...")
+    if not _TOKEN_RE.fullmatch(token):
+        raise ConfigError("BOT_TOKEN does not look like a bot token (expected digits, a colon, then letters, "
+                          "e.g. 123456:ABC-def); copy it again from @BotFather")
+
+    gateway = get("PAYMENT_GATEWAY", "sandbox").lower()
+    if gateway not in GATEWAYS:
+        raise ConfigError(f"PAYMENT_GATEWAY={gateway!r} is not one of: {', '.join(GATEWAYS)}")
+    if gateway not in IMPLEMENTED_GATEWAYS:
+        raise ConfigError(f"PAYMENT_GATEWAY={gateway} is not available in this version yet; "
+                          f"use one of: {', '.join(IMPLEMENTED_GATEWAYS)}")
+
+    smsonline_user = get("SMSONLINE_USER_ID")
+    smsonline_key = get("SMSONLINE_API_KEY")
+    if gateway == "smsonline":
+        for name, value in (("SMSONLINE_USER_ID", smsonline_user), ("SMSONLINE_API_KEY", smsonline_key)):
+            if not value:
+                raise ConfigError(f"{name} is required when PAYMENT_GATEWAY=smsonline: copy it from your "
+                                  "SMSOnline account's API settings")
+
+    min_cents = _usd(get("MIN_AMOUNT_USD", "1"), "MIN_AMOUNT_USD")
+    max_cents = _usd(get("MAX_AMOUNT_USD", "10000"), "MAX_AMOUNT_USD")
+    if min_cents > max_cents:
+        raise ConfigError(f"MIN_AMOUNT_USD ({get('MIN_AMOUNT_USD', '1')}) is above MAX_AMOUNT_USD "
+                          f"({get('MAX_AMOUNT_USD', '10000')}); lower the minimum or raise the maximum")
+    limits = AmountLimits(min_cents, max_cents)
+    # Separated by commas or spaces, so decimals here take a dot: "5, 10, 12.50".
+    quick = tuple(_usd(part, "QUICK_AMOUNTS_USD")
+                  for part in re.split(r"[,\s]+", get("QUICK_AMOUNTS_USD", "5,10,25,50,100")) if part)
+
+    locale = get("DEFAULT_LOCALE", "en").lower()
+    if locale not in available_locales:
+        raise ConfigError(f"DEFAULT_LOCALE={locale!r} is not shipped; use one of: {', '.join(available_locales)}")
+
+    try:
+        allowed = parse_pair_filter(get("ALLOWED_PAIRS"))
+    except ConfigPairError as exc:
+        raise ConfigError(f"ALLOWED_PAIRS: {exc}; write pairs like USDT:TRON,USDT:BSC,BTC") from None
+
+    try:
+        database_path = path_from_url(get("DATABASE_URL", "sqlite:///data/bot.sqlite3"))
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL: {exc}") from None
+
+    public_url = get("PUBLIC_URL") or None
+    if public_url is not None:
+        _http_url(public_url, "PUBLIC_URL")
+
+    log_level = get("LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+
+    return Settings(
+        bot_token=Secret(token),
+        telegram_api_url=_http_url(get("TELEGRAM_API_URL", "https://api.telegram.org"), "TELEGRAM_API_URL"),
+        database_path=database_path,
+        admin_chat_id=_int(get("ADMIN_CHAT_ID"), "ADMIN_CHAT_ID",
+                           hint="the numeric id of the admin group, e.g. -1001234567890") if get("ADMIN_CHAT_ID") else None,
+        admin_user_ids=frozenset(_int(part, "ADMIN_USER_IDS", hint="comma-separated numeric Telegram user ids")
+                                 for part in get("ADMIN_USER_IDS").replace(" ", "").split(",") if part),
+        payment_gateway=gateway,
+        smsonline_api_url=_http_url(get("SMSONLINE_API_URL", "https://api-x.smsonline.cloud"), "SMSONLINE_API_URL"),
+        smsonline_user_id=smsonline_user,
+        smsonline_api_key=Secret(smsonline_key),
+        web_host=get("WEB_HOST", "0.0.0.0"),
+        web_port=_port(get("WEB_PORT", "8080")),
+        public_url=public_url,
+        reconcile_interval_seconds=_positive_int(get("RECONCILE_INTERVAL_SECONDS", "60"), "RECONCILE_INTERVAL_SECONDS"),
+        amount_limits=limits,
+        quick_amounts_cents=tuple(c for c in quick if min_cents <= c <= max_cents),
+        default_locale=locale,
+        allowed_pairs=allowed,
+        log_level=log_level,
+    )
+
+
+def _usd(text: str, name: str) -> int:
+    try:
+        return parse_usd(text)
+    except AmountError:
+        raise ConfigError(f"{name}={text!r} is not a positive USD amount; write it like 5 or 12.50") from None
+
+
+def _int(text: str, name: str, *, hint: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a whole number: {hint}") from None
+
+
+def _positive_int(text: str, name: str) -> int:
+    value = _int(text, name, hint="a whole number of seconds, e.g. 60")
+    if value <= 0:
+        raise ConfigError(f"{name} must be above zero, e.g. 60")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _int(text, "WEB_PORT", hint="a TCP port, e.g. 8080")
+    if not 0 < value < 65536:
+        raise ConfigError(f"WEB_PORT={value} is not a TCP port (1-65535)")
+    return value
+
+
+def _http_url(text: str, name: str) -> str:
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name}={text!r} is not an http(s) URL, e.g. https://example.com")
+    return text.rstrip("/")

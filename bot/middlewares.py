@@ -1,0 +1,38 @@
+"""Per-update context: the user's record and a translator in their language, put into handler data."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.types import TelegramObject
+from aiogram.types import User as TelegramUser
+
+from bot.i18n import Locales
+from services.store import Database
+from services.store import users
+
+
+class UserContextMiddleware(BaseMiddleware):
+    """Registers or refreshes the sender, then injects `user` and `t` (their translator)."""
+
+    def __init__(self, db: Database, locales: Locales) -> None:
+        self._db = db
+        self._locales = locales
+
+    async def __call__(self, handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+                       event: TelegramObject, data: dict[str, Any]) -> Any:
+        sender: TelegramUser | None = data.get("event_from_user")
+        if sender is None or sender.is_bot:
+            return await handler(event, data)
+        user = await users.get(self._db.reader, sender.id)
+        if user is None or (user.username, user.first_name, user.telegram_lang) != (
+                sender.username, sender.first_name or "", sender.language_code):
+            # Written only when something changed, so an ordinary update costs one read.
+            async with self._db.transaction() as tx:
+                await users.upsert(tx, sender.id, sender.username, sender.first_name or "", sender.language_code)
+                user = await users.get(tx, sender.id)
+        assert user is not None
+        data["user"] = user
+        data["t"] = self._locales.get(self._locales.pick(user.locale, user.telegram_lang))
+        return await handler(event, data)

@@ -1,0 +1,62 @@
+"""Callback data factories with short explicit prefixes. Handlers re-validate every field: clients can send any bytes."""
+from __future__ import annotations
+
+from enum import Enum
+
+from aiogram.filters.callback_data import CallbackData
+
+
+class MenuAction(str, Enum):
+    HOME = "home"
+    TOPUP = "topup"
+    BALANCE = "balance"
+    HISTORY = "history"
+    LANGUAGE = "language"
+    HELP = "help"
+
+
+class MenuCb(CallbackData, prefix="m"):
+    action: MenuAction
+
+
+class CoinCb(CallbackData, prefix="tc"):
+    coin: str
+
+
+class NetworkCb(CallbackData, prefix="tn"):
+    coin: str
+    network: str
+
+
+class AmountCb(CallbackData, prefix="ta"):
+    cents: int
+
+
+class FlowAction(str, Enum):
+    BACK = "back"
+    SKIP_COUPON = "skip"
+    CREATE = "create"
+    CANCEL = "cancel"
+
+
+class FlowCb(CallbackData, prefix="tf"):
+    action: FlowAction
+
+
+class DepositAction(str, Enum):
+    CHECK = "check"
+    CANCEL = "cancel"
+    SIMULATE = "sim"
+
+
+class DepositCb(CallbackData, prefix="d"):
+    action: DepositAction
+    deposit_id: int
+
+
+class HistoryCb(CallbackData, prefix="h"):
+    page: int
+
+
+class LanguageCb(CallbackData, prefix="l"):
+    code: str

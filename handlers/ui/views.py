@@ -1,0 +1,248 @@
+"""Rendering: every user-visible text and keyboard is built here from translated messages."""
+from __future__ import annotations
+
+import io
+import time
+from datetime import datetime, timezone
+
+import segno
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.i18n import Html, Translator
+from handlers.ui.callbacks import (
+    AmountCb,
+    CoinCb,
+    DepositAction,
+    DepositCb,
+    FlowAction,
+    FlowCb,
+    HistoryCb,
+    LanguageCb,
+    MenuAction,
+    MenuCb,
+    NetworkCb,
+)
+from services.coupons import CouponChoice
+from services.matrix import network_title
+from services.money import format_crypto, format_usd
+from services.store import Deposit, DepositStatus
+
+
+def main_menu(t: Translator) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=t("menu.topup"), callback_data=MenuCb(action=MenuAction.TOPUP))
+    kb.button(text=t("menu.balance"), callback_data=MenuCb(action=MenuAction.BALANCE))
+    kb.button(text=t("menu.history"), callback_data=MenuCb(action=MenuAction.HISTORY))
+    kb.button(text=t("menu.language"), callback_data=MenuCb(action=MenuAction.LANGUAGE))
+    kb.button(text=t("menu.help"), callback_data=MenuCb(action=MenuAction.HELP))
+    kb.adjust(1, 2, 2)
+    return kb.as_markup()
+
+
+def home_button(t: Translator) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=t("menu.home"), callback_data=MenuCb(action=MenuAction.HOME).pack())
+
+
+def start_text(t: Translator, first_name: str, balance_cents: int, sandbox: bool) -> str:
+    text = t("start.greeting", name=first_name or "👋", balance=format_usd(balance_cents))
+    return text + ("\n\n" + t("sandbox.notice") if sandbox else "")
+
+
+def coins_keyboard(t: Translator, coins: list[str]) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for coin in coins:
+        kb.button(text=coin, callback_data=CoinCb(coin=coin))
+    kb.adjust(4)
+    kb.row(_flow_button(t, FlowAction.CANCEL))
+    return kb.as_markup()
+
+
+def networks_keyboard(t: Translator, coin: str, networks: list[str]) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for network in networks:
+        kb.button(text=network_title(network), callback_data=NetworkCb(coin=coin, network=network))
+    kb.adjust(2)
+    kb.row(_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL))
+    return kb.as_markup()
+
+
+def amount_text(t: Translator, coin: str, network: str, min_cents: int, max_cents: int) -> str:
+    return t("topup.ask-amount", coin=coin, network=network_title(network), min=format_usd(min_cents),
+             max=format_usd(max_cents))
+
+
+def amount_keyboard(t: Translator, quick_cents: tuple[int, ...]) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for cents in quick_cents:
+        kb.button(text=format_usd(cents), callback_data=AmountCb(cents=cents))
+    kb.adjust(5)
+    kb.row(_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL))
+    return kb.as_markup()
+
+
+def coupon_keyboard(t: Translator) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [_flow_button(t, FlowAction.SKIP_COUPON)],
+        [_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL)],
+    ])
+
+
+def confirm_text(t: Translator, *, coin: str, network: str, amount_cents: int, coupon: CouponChoice | None,
+                 sandbox: bool) -> str:
+    lines = [t("confirm.title"), "",
+             t("confirm.coin", coin=coin),
+             t("confirm.network", network=network_title(network)),
+             t("confirm.amount", amount=format_usd(amount_cents))]
+    if coupon is None:
+        lines.append(t("confirm.no-coupon"))
+    elif coupon.bonus_cents is None:
+        lines.append(t("confirm.gateway-coupon", code=coupon.code))
+    else:
+        lines.append(t("confirm.coupon", code=coupon.code, bonus=format_usd(coupon.bonus_cents)))
+        lines.append(t("confirm.total", total=format_usd(amount_cents + coupon.bonus_cents)))
+    if sandbox:
+        lines += ["", t("sandbox.notice")]
+    return "\n".join(lines)
+
+
+def confirm_keyboard(t: Translator) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [_flow_button(t, FlowAction.CREATE)],
+        [_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL)],
+    ])
+
+
+def _flow_button(t: Translator, action: FlowAction) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=t(f"flow.{action.value}"), callback_data=FlowCb(action=action).pack())
+
+
+# --- the deposit card: a QR image whose caption and buttons follow the deposit's status ---
+
+def qr_png(address: str) -> bytes:
+    buffer = io.BytesIO()
+    segno.make(address, error="m").save(buffer, kind="png", scale=8, border=2)
+    return buffer.getvalue()
+
+
+def format_time(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, now: float | None = None) -> str:
+    status_line = t(f"deposit.status.{deposit.status.value}")
+    lines = [t("deposit.title", id=deposit.id, status=status_line)]
+    if deposit.status is DepositStatus.PAID:
+        lines.append(t("deposit.paid-line", amount=format_usd(deposit.credited_cents or 0)))
+        if deposit.bonus_cents:
+            lines.append(t("deposit.bonus-line", bonus=format_usd(deposit.bonus_cents)))
+        return "\n".join(lines)
+    if deposit.status in (DepositStatus.EXPIRED, DepositStatus.CANCELLED, DepositStatus.FAILED):
+        lines += ["", t("deposit.do-not-send")]
+        return "\n".join(lines)
+    network = network_title(deposit.network)
+    lines += [
+        "",
+        t("deposit.send-exactly", amount=format_crypto(deposit.pay_amount) if deposit.pay_amount else "?",
+          coin=deposit.pay_currency or deposit.coin),
+        t("deposit.network", network=network),
+        t("deposit.address", address=deposit.address or "?"),
+        "",
+        t("deposit.warning", coin=deposit.coin, network=network),
+    ]
+    if deposit.expires_at:
+        minutes = max(0, int(deposit.expires_at - (now if now is not None else time.time()))) // 60
+        lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=minutes))
+    lines.append(t("deposit.credit", amount=format_usd(deposit.expected_credit_cents)))
+    if deposit.gateway_coupon:
+        lines.append(t("deposit.gateway-coupon", code=deposit.gateway_coupon))
+    if sandbox:
+        lines += ["", t("sandbox.deposit-notice")]
+    return "\n".join(lines)
+
+
+def deposit_keyboard(t: Translator, deposit: Deposit, *, sandbox: bool) -> InlineKeyboardMarkup | None:
+    if deposit.status is DepositStatus.PENDING:
+        rows: list[list[InlineKeyboardButton]] = []
+        if deposit.payment_url:
+            rows.append([InlineKeyboardButton(text=t("deposit.open-page"), url=deposit.payment_url)])
+        if sandbox:
+            rows.append([_deposit_button(t, DepositAction.SIMULATE, deposit.id)])
+        rows.append([_deposit_button(t, DepositAction.CHECK, deposit.id),
+                     _deposit_button(t, DepositAction.CANCEL, deposit.id)])
+        return InlineKeyboardMarkup(inline_keyboard=rows)
+    if deposit.status in (DepositStatus.EXPIRED, DepositStatus.CANCELLED, DepositStatus.FAILED):
+        return InlineKeyboardMarkup(inline_keyboard=[[
+            InlineKeyboardButton(text=t("deposit.new-topup"), callback_data=MenuCb(action=MenuAction.TOPUP).pack())]])
+    return None
+
+
+def _deposit_button(t: Translator, action: DepositAction, deposit_id: int) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=t(f"deposit.{action.value}"),
+                                callback_data=DepositCb(action=action, deposit_id=deposit_id).pack())
+
+
+# --- notifications ---
+
+def paid_text(t: Translator, *, deposit_id: int, credited_cents: int, bonus_cents: int, balance_cents: int | None,
+              bonus_lost: bool) -> str:
+    lines = [t("paid.title", id=deposit_id), t("paid.credited", amount=format_usd(credited_cents))]
+    if bonus_cents:
+        lines.append(t("paid.bonus", bonus=format_usd(bonus_cents)))
+    if bonus_lost:
+        lines.append(t("paid.bonus-lost"))
+    if balance_cents is not None:
+        lines.append(t("paid.balance", balance=format_usd(balance_cents)))
+    return "\n".join(lines)
+
+
+def after_payment_keyboard(t: Translator) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=t("menu.topup"), callback_data=MenuCb(action=MenuAction.TOPUP).pack()),
+        InlineKeyboardButton(text=t("menu.balance"), callback_data=MenuCb(action=MenuAction.BALANCE).pack()),
+    ]])
+
+
+def expired_text(t: Translator, deposit: Deposit) -> str:
+    return t("expired.message", id=deposit.id, coin=deposit.coin, network=network_title(deposit.network),
+             address=deposit.address or "?")
+
+
+# --- balance, history, language ---
+
+def history_text(t: Translator, deposits: list[Deposit], page: int, pages: int) -> str:
+    if not deposits:
+        return t("history.empty")
+    lines = [t("history.title", page=page + 1, pages=pages), ""]
+    for d in deposits:
+        created = datetime.fromtimestamp(d.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+        line = t("history.line", id=d.id, date=created, amount=format_usd(d.amount_cents), coin=d.coin,
+                 network=d.network, status=Html(t(f"deposit.status.{d.status.value}")))
+        if d.status is DepositStatus.PAID and d.credited_cents is not None:
+            line += " " + t("history.credited", amount=format_usd(d.credited_cents + (d.bonus_cents or 0)))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def history_keyboard(t: Translator, page: int, pages: int) -> InlineKeyboardMarkup:
+    nav: list[InlineKeyboardButton] = []
+    if page > 0:
+        nav.append(InlineKeyboardButton(text=t("history.prev"), callback_data=HistoryCb(page=page - 1).pack()))
+    if page + 1 < pages:
+        nav.append(InlineKeyboardButton(text=t("history.next"), callback_data=HistoryCb(page=page + 1).pack()))
+    rows = [nav] if nav else []
+    rows.append([home_button(t)])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def language_keyboard(t: Translator, choices: list[tuple[str, str]], current: str) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for code, name in choices:
+        kb.button(text=("✅ " if code == current else "") + name, callback_data=LanguageCb(code=code))
+    kb.adjust(2)
+    kb.row(home_button(t))
+    return kb.as_markup()
+
+
+def back_home_keyboard(t: Translator) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[home_button(t)]])

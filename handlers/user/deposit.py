@@ -1,0 +1,57 @@
+"""Buttons on a deposit card: check status, cancel, and (sandbox) simulate the payment."""
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.types import CallbackQuery, Message
+
+from bot.i18n import Translator
+from handlers.ui import views
+from handlers.ui.callbacks import DepositAction, DepositCb
+from handlers.user.filters import PRIVATE_CALLBACK
+from services.store import Deposit, DepositStatus, User
+from services.topup import TopupError, TopupProblem, TopupService
+
+router = Router(name="deposit")
+router.callback_query.filter(PRIVATE_CALLBACK)
+
+
+@router.callback_query(DepositCb.filter())
+async def deposit_button(cb: CallbackQuery, callback_data: DepositCb, user: User, t: Translator,
+                         topup: TopupService) -> None:
+    try:
+        if callback_data.action is DepositAction.CHECK:
+            deposit = (await topup.check_status(user.id, callback_data.deposit_id)).deposit
+            toast = t("deposit.check-paid") if deposit.status is DepositStatus.PAID else t(
+                f"deposit.check.{deposit.status.value}")
+        elif callback_data.action is DepositAction.CANCEL:
+            deposit = await topup.cancel(user.id, callback_data.deposit_id)
+            toast = t("deposit.cancelled-toast")
+        else:
+            await topup.simulate_payment(user.id, callback_data.deposit_id)
+            deposit = await topup.deposit_of(user.id, callback_data.deposit_id)
+            toast = t("deposit.simulated-toast")
+    except TopupError as exc:
+        if exc.problem is TopupProblem.NOT_PENDING:
+            await cb.answer(t("deposit.not-pending"), show_alert=True)
+            await _refresh(cb, t, topup, await topup.deposit_of(user.id, callback_data.deposit_id))
+        elif exc.problem is TopupProblem.TEMPORARILY_UNAVAILABLE:
+            await cb.answer(t("deposit.check-failed"), show_alert=True)
+        else:  # not theirs, unknown, or sandbox-only on a real gateway: all look the same from outside
+            await cb.answer(t("stale"))
+        return
+    await cb.answer(toast)
+    await _refresh(cb, t, topup, deposit)
+
+
+async def _refresh(cb: CallbackQuery, t: Translator, topup: TopupService, deposit: Deposit) -> None:
+    """Bring the card up to date; unchanged cards are left alone."""
+    if not isinstance(cb.message, Message) or cb.message.message_id != deposit.message_id:
+        return
+    sandbox = topup.gateway.is_sandbox
+    try:
+        await cb.message.edit_caption(caption=views.deposit_caption(t, deposit, sandbox=sandbox),
+                                      reply_markup=views.deposit_keyboard(t, deposit, sandbox=sandbox))
+    except TelegramBadRequest as exc:
+        if "not modified" not in exc.message:
+            raise

@@ -1,0 +1,50 @@
+"""Language choice: kept on the user's record, applied from the next message on (and to this one)."""
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+
+from bot.i18n import Locales, Translator
+from handlers.ui import views
+from handlers.ui.callbacks import LanguageCb, MenuAction, MenuCb
+from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
+from services.store import Database, User
+from services.store import users
+from services.topup import TopupService
+
+router = Router(name="language")
+router.message.filter(PRIVATE)
+router.callback_query.filter(PRIVATE_CALLBACK)
+
+
+def _choices(locales: Locales) -> list[tuple[str, str]]:
+    return [(code, locales.get(code)("language.name")) for code in locales.available]
+
+
+@router.message(Command("language"))
+async def language_command(message: Message, t: Translator, locales: Locales) -> None:
+    await message.answer(t("language.pick"), reply_markup=views.language_keyboard(t, _choices(locales), t.locale))
+
+
+@router.callback_query(MenuCb.filter(F.action == MenuAction.LANGUAGE))
+async def language_button(cb: CallbackQuery, t: Translator, locales: Locales) -> None:
+    await cb.answer()
+    if isinstance(cb.message, Message):
+        await cb.message.edit_text(t("language.pick"),
+                                   reply_markup=views.language_keyboard(t, _choices(locales), t.locale))
+
+
+@router.callback_query(LanguageCb.filter())
+async def choose_language(cb: CallbackQuery, callback_data: LanguageCb, user: User, t: Translator,
+                          locales: Locales, db: Database, topup: TopupService) -> None:
+    if callback_data.code not in locales.available:
+        await cb.answer(t("stale"))
+        return
+    async with db.transaction() as tx:
+        await users.set_locale(tx, user.id, callback_data.code)
+    t = locales.get(callback_data.code)
+    await cb.answer(t("language.changed"))
+    if isinstance(cb.message, Message):
+        await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
+                                   reply_markup=views.main_menu(t))

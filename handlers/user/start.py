@@ -1,0 +1,58 @@
+"""/start, /help, /cancel and the main menu."""
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from bot.i18n import Translator
+from handlers.ui import views
+from handlers.ui.callbacks import MenuAction, MenuCb
+from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
+from services.money import format_usd
+from services.store import User
+from services.topup import TopupService
+
+router = Router(name="start")
+router.message.filter(PRIVATE)
+router.callback_query.filter(PRIVATE_CALLBACK)
+
+
+@router.message(CommandStart())
+async def start(message: Message, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
+    await state.clear()
+    await message.answer(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
+                         reply_markup=views.main_menu(t))
+
+
+@router.message(Command("cancel"))
+async def cancel(message: Message, state: FSMContext, t: Translator) -> None:
+    had_flow = await state.get_state() is not None
+    await state.clear()
+    await message.answer(t("flow.cancelled" if had_flow else "flow.nothing-to-cancel"), reply_markup=views.main_menu(t))
+
+
+@router.message(Command("help"))
+async def help_command(message: Message, t: Translator, topup: TopupService) -> None:
+    await message.answer(help_text(t, topup), reply_markup=views.back_home_keyboard(t))
+
+
+@router.callback_query(MenuCb.filter(F.action == MenuAction.HOME))
+async def home(cb: CallbackQuery, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
+    await state.clear()
+    await cb.answer()
+    if isinstance(cb.message, Message):
+        await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
+                                   reply_markup=views.main_menu(t))
+
+
+@router.callback_query(MenuCb.filter(F.action == MenuAction.HELP))
+async def help_button(cb: CallbackQuery, t: Translator, topup: TopupService) -> None:
+    await cb.answer()
+    if isinstance(cb.message, Message):
+        await cb.message.edit_text(help_text(t, topup), reply_markup=views.back_home_keyboard(t))
+
+
+def help_text(t: Translator, topup: TopupService) -> str:
+    return t("help.text", min=format_usd(topup.limits.min_cents), max=format_usd(topup.limits.max_cents))

@@ -1,0 +1,314 @@
+"""The top-up conversation: coin → network → amount → coupon → confirm → deposit card.
+
+One "flow message" is edited as the user moves through the steps; its id is kept in the FSM data,
+and a button pressed on any other message is out of date. Every value from a button is checked
+again against the matrix and the limits, because a client can send any callback data.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
+
+from bot.i18n import Translator
+from handlers.ui import views
+from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, MenuAction, MenuCb, NetworkCb
+from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
+from services.coupons import CouponChoice, CouponError
+from services.money import AmountError, check_limits, format_usd, parse_usd_within
+from services.store import Deposit
+from services.store import coupons as coupon_repo
+from services.topup import TopupError, TopupProblem, TopupService
+
+log = logging.getLogger(__name__)
+
+router = Router(name="topup")
+router.message.filter(PRIVATE)
+router.callback_query.filter(PRIVATE_CALLBACK)
+
+
+class TopupFlow(StatesGroup):
+    coin = State()
+    network = State()
+    amount = State()
+    coupon = State()
+    confirm = State()
+    creating = State()
+
+
+# --- entering the flow ---
+
+@router.message(Command("topup"))
+async def topup_command(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    sent = await message.answer(t("topup.pick-coin"), reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
+    await _start_flow(state, sent.message_id)
+
+
+@router.callback_query(MenuCb.filter(F.action == MenuAction.TOPUP))
+async def topup_button(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    await cb.answer()
+    if not isinstance(cb.message, Message):
+        return
+    keyboard = views.coins_keyboard(t, topup.matrix.coins())
+    if cb.message.photo:  # the "new top-up" button on a deposit card: keep the card, start below it
+        sent = await cb.message.answer(t("topup.pick-coin"), reply_markup=keyboard)
+        await _start_flow(state, sent.message_id)
+        return
+    await cb.message.edit_text(t("topup.pick-coin"), reply_markup=keyboard)
+    await _start_flow(state, cb.message.message_id)
+
+
+async def _start_flow(state: FSMContext, flow_message_id: int) -> None:
+    await state.set_state(TopupFlow.coin)
+    await state.set_data({"flow_msg": flow_message_id})
+
+
+async def _on_flow_message(cb: CallbackQuery, state: FSMContext, t: Translator) -> dict[str, Any] | None:
+    """The flow data if the button is on the current flow message; otherwise tell the user it's stale."""
+    data = await state.get_data()
+    if isinstance(cb.message, Message) and cb.message.message_id == data.get("flow_msg"):
+        return data
+    await cb.answer(t("stale"), show_alert=False)
+    return None
+
+
+# --- coin and network ---
+
+@router.callback_query(TopupFlow.coin, CoinCb.filter())
+async def pick_coin(cb: CallbackQuery, callback_data: CoinCb, state: FSMContext, t: Translator,
+                    topup: TopupService) -> None:
+    if await _on_flow_message(cb, state, t) is None:
+        return
+    networks = topup.matrix.networks(callback_data.coin)
+    if not networks:
+        await cb.answer(t("stale"))
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    if len(networks) == 1:
+        await _ask_amount(cb.message, state, t, topup, callback_data.coin, networks[0], edit=True)
+        return
+    await state.update_data(coin=callback_data.coin)
+    await state.set_state(TopupFlow.network)
+    await cb.message.edit_text(t("topup.pick-network", coin=callback_data.coin),
+                               reply_markup=views.networks_keyboard(t, callback_data.coin, networks))
+
+
+@router.callback_query(TopupFlow.network, NetworkCb.filter())
+async def pick_network(cb: CallbackQuery, callback_data: NetworkCb, state: FSMContext, t: Translator,
+                       topup: TopupService) -> None:
+    data = await _on_flow_message(cb, state, t)
+    if data is None:
+        return
+    if data.get("coin") != callback_data.coin or not topup.matrix.has(callback_data.coin, callback_data.network):
+        await cb.answer(t("stale"))
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    await _ask_amount(cb.message, state, t, topup, callback_data.coin, callback_data.network, edit=True)
+
+
+async def _ask_amount(message: Message, state: FSMContext, t: Translator, topup: TopupService, coin: str,
+                      network: str, *, edit: bool) -> None:
+    await state.update_data(coin=coin, network=network)
+    await state.set_state(TopupFlow.amount)
+    text = views.amount_text(t, coin, network, topup.limits.min_cents, topup.limits.max_cents)
+    keyboard = views.amount_keyboard(t, topup.quick_amounts_cents)
+    await _show(message, state, text, keyboard, edit=edit)
+
+
+# --- amount ---
+
+@router.callback_query(TopupFlow.amount, AmountCb.filter())
+async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMContext, t: Translator,
+                      topup: TopupService) -> None:
+    if await _on_flow_message(cb, state, t) is None:
+        return
+    try:
+        check_limits(callback_data.cents, topup.limits)
+    except AmountError:
+        await cb.answer(t("stale"))
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    await _ask_coupon(cb.message, state, t, callback_data.cents, edit=True)
+
+
+@router.message(TopupFlow.amount, F.text)
+async def type_amount(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    assert message.text is not None
+    try:
+        cents = parse_usd_within(message.text, topup.limits)
+    except AmountError as exc:
+        await message.answer(t(f"amount.error.{exc.problem.value}", min=format_usd(topup.limits.min_cents),
+                               max=format_usd(topup.limits.max_cents)))
+        return
+    await _ask_coupon(message, state, t, cents, edit=False)
+
+
+@router.message(TopupFlow.amount)
+async def amount_not_text(message: Message, t: Translator, topup: TopupService) -> None:
+    await message.answer(t("amount.error.format", min=format_usd(topup.limits.min_cents),
+                           max=format_usd(topup.limits.max_cents)))
+
+
+# --- coupon ---
+
+async def _ask_coupon(message: Message, state: FSMContext, t: Translator, amount_cents: int, *, edit: bool,
+                      prefix: str | None = None) -> None:
+    await state.update_data(amount_cents=amount_cents, coupon=None)
+    await state.set_state(TopupFlow.coupon)
+    text = t("topup.ask-coupon", amount=format_usd(amount_cents))
+    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, views.coupon_keyboard(t), edit=edit)
+
+
+@router.message(TopupFlow.coupon, F.text)
+async def type_coupon(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    assert message.text is not None and message.from_user is not None
+    data = await state.get_data()
+    try:
+        choice = await topup.choose_coupon(user_id=message.from_user.id, code=message.text,
+                                           amount_cents=int(data["amount_cents"]))
+    except CouponError as exc:
+        # The retry prompt becomes the flow message; buttons on the old one are now out of date.
+        await _show(message, state, _coupon_error(t, exc), views.coupon_keyboard(t), edit=False)
+        return
+    await _show_confirm(message, state, t, topup, choice, edit=False)
+
+
+@router.message(TopupFlow.coupon)
+async def coupon_not_text(message: Message, t: Translator) -> None:
+    await message.answer(t("coupon.error.format"))
+
+
+@router.callback_query(TopupFlow.coupon, FlowCb.filter(F.action == FlowAction.SKIP_COUPON))
+async def skip_coupon(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    if await _on_flow_message(cb, state, t) is None:
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    await _show_confirm(cb.message, state, t, topup, None, edit=True)
+
+
+def _coupon_error(t: Translator, exc: CouponError) -> str:
+    return t(f"coupon.error.{exc.problem.value}", min=format_usd(exc.min_amount_cents or 0))
+
+
+# --- confirm and create ---
+
+async def _show_confirm(message: Message, state: FSMContext, t: Translator, topup: TopupService,
+                        choice: CouponChoice | None, *, edit: bool, prefix: str | None = None) -> None:
+    data = await state.get_data()
+    await state.update_data(coupon=choice.to_state() if choice else None)
+    await state.set_state(TopupFlow.confirm)
+    text = views.confirm_text(t, coin=data["coin"], network=data["network"], amount_cents=int(data["amount_cents"]),
+                              coupon=choice, sandbox=topup.gateway.is_sandbox)
+    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, views.confirm_keyboard(t), edit=edit)
+
+
+@router.callback_query(TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.CREATE))
+async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    data = await _on_flow_message(cb, state, t)
+    if data is None:
+        return
+    assert isinstance(cb.message, Message) and cb.from_user is not None
+    # Leave the confirm state first: a second tap (events are serialized per user) is now stale.
+    await state.set_state(TopupFlow.creating)
+    await cb.answer()
+    await cb.message.edit_text(t("confirm.creating"))
+    coupon = data.get("coupon") or {}
+    try:
+        deposit = await topup.create_deposit(
+            user_id=cb.from_user.id, chat_id=cb.message.chat.id, coin=data["coin"], network=data["network"],
+            amount_cents=int(data["amount_cents"]), coupon_code=coupon.get("code"))
+    except CouponError as exc:
+        await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True, prefix=_coupon_error(t, exc))
+        return
+    except AmountError as exc:
+        await state.set_state(TopupFlow.amount)
+        await cb.message.edit_text(t(f"amount.error.{exc.problem.value}", min=format_usd(topup.limits.min_cents),
+                                     max=format_usd(topup.limits.max_cents)),
+                                   reply_markup=views.amount_keyboard(t, topup.quick_amounts_cents))
+        return
+    except TopupError as exc:
+        if exc.problem is TopupProblem.PAIR_UNAVAILABLE:
+            await state.set_state(TopupFlow.coin)
+            await cb.message.edit_text(t("topup.error.pair-unavailable") + "\n\n" + t("topup.pick-coin"),
+                                       reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
+            return
+        choice = await _choice_from_state(topup, coupon, int(data["amount_cents"]))
+        await _show_confirm(cb.message, state, t, topup, choice, edit=True,
+                            prefix=t("topup.error.temporarily-unavailable"))
+        return
+    await state.clear()
+    await cb.message.edit_text(t("confirm.created", id=deposit.id))
+    await send_deposit_card(cb.message, t, topup, deposit)
+
+
+async def _choice_from_state(topup: TopupService, coupon: dict[str, Any], amount_cents: int) -> CouponChoice | None:
+    """Rebuild the confirmation's coupon line after a failed attempt; creating again re-validates it."""
+    if not coupon.get("code"):
+        return None
+    found = await coupon_repo.get(topup.db.reader, int(coupon["coupon_id"])) if coupon.get("coupon_id") else None
+    return CouponChoice(code=str(coupon["code"]), coupon=found,
+                        bonus_cents=found.bonus_for(amount_cents) if found else None)
+
+
+async def send_deposit_card(message: Message, t: Translator, topup: TopupService, deposit: Deposit) -> None:
+    sandbox = topup.gateway.is_sandbox
+    assert deposit.address is not None
+    card = await message.answer_photo(
+        BufferedInputFile(views.qr_png(deposit.address), filename=f"deposit-{deposit.id}.png"),
+        caption=views.deposit_caption(t, deposit, sandbox=sandbox),
+        reply_markup=views.deposit_keyboard(t, deposit, sandbox=sandbox))
+    await topup.attach_message(deposit.id, card.chat.id, card.message_id)
+
+
+# --- back and cancel ---
+
+@router.callback_query(FlowCb.filter(F.action == FlowAction.BACK))
+async def back(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    data = await _on_flow_message(cb, state, t)
+    if data is None:
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    current = await state.get_state()
+    coin = data.get("coin")
+    if current == TopupFlow.network.state or (current == TopupFlow.amount.state
+                                               and len(topup.matrix.networks(str(coin))) <= 1):
+        await state.set_state(TopupFlow.coin)
+        await cb.message.edit_text(t("topup.pick-coin"), reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
+    elif current == TopupFlow.amount.state:
+        await state.set_state(TopupFlow.network)
+        await cb.message.edit_text(t("topup.pick-network", coin=coin),
+                                   reply_markup=views.networks_keyboard(t, str(coin), topup.matrix.networks(str(coin))))
+    elif current == TopupFlow.coupon.state:
+        await _ask_amount(cb.message, state, t, topup, str(coin), str(data.get("network")), edit=True)
+    elif current == TopupFlow.confirm.state:
+        await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True)
+
+
+@router.callback_query(FlowCb.filter(F.action == FlowAction.CANCEL))
+async def cancel_flow(cb: CallbackQuery, state: FSMContext, t: Translator) -> None:
+    if await _on_flow_message(cb, state, t) is None:
+        return
+    await state.clear()
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    await cb.message.edit_text(t("flow.cancelled"), reply_markup=views.main_menu(t))
+
+
+async def _show(message: Message, state: FSMContext, text: str, keyboard: InlineKeyboardMarkup, *,
+                edit: bool) -> None:
+    """Edit the flow message in place, or send a new one (after the user typed) and make it the flow message."""
+    if edit:
+        await message.edit_text(text, reply_markup=keyboard)
+        return
+    sent = await message.answer(text, reply_markup=keyboard)
+    await state.update_data(flow_msg=sent.message_id)
