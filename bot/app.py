@@ -28,7 +28,7 @@ from services.matrix import Matrix
 from services.reconciler import Reconciler
 from services.settlement import Settler
 from services.store import Database
-from services.topup import TopupService
+from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,10 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     locales = Locales(settings.default_locale)
     settler = Settler(db, admin_chat_id=settings.admin_chat_id)
     topup = TopupService(db, gateway, matrix, settler, settings.amount_limits, admin_chat_id=settings.admin_chat_id,
-                         quick_amounts_cents=settings.quick_amounts_cents)
-    reconciler = Reconciler(db, gateway, settler, interval_seconds=settings.reconcile_interval_seconds)
+                         quick_amounts_cents=settings.quick_amounts_cents,
+                         first_check_delay_seconds=min(FIRST_CHECK_DELAY_SECONDS, settings.reconcile_interval_seconds))
+    reconciler = Reconciler(db, gateway, settler, interval_seconds=settings.reconcile_interval_seconds,
+                            admin_chat_id=settings.admin_chat_id)
 
     # One update at a time per user: a double tap can't race the flow's state checks.
     dispatcher = Dispatcher(storage=SQLiteStorage(db), events_isolation=SimpleEventIsolation())

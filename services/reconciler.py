@@ -8,9 +8,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from services.gateways.base import Gateway, GatewayError
+from services.alerts import alert_operator
+from services.gateways.base import Gateway, GatewayError, GatewayMisconfigured
 from services.settlement import Outcome, Settler
-from services.store import Database, DepositStatus, now_ts
+from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons, deposits
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,10 @@ class PassReport:
 
 
 class Reconciler:
-    def __init__(self, db: Database, gateway: Gateway, settler: Settler, *, interval_seconds: int) -> None:
+    def __init__(self, db: Database, gateway: Gateway, settler: Settler, *, interval_seconds: int,
+                 admin_chat_id: int | None = None) -> None:
         self._db = db
+        self._admin_chat_id = admin_chat_id
         self._gateway = gateway
         self._settler = settler
         self._interval = interval_seconds
@@ -60,21 +63,37 @@ class Reconciler:
                 continue  # made by a gateway this process doesn't run; left for the one that does
             report.checked += 1
             try:
-                update = await self._gateway.fetch_payment(deposit.order_id)
-            except GatewayError as exc:
+                await self._check(deposit, now, report)
+            except Exception:  # noqa: BLE001 - one deposit's problem must not starve the others
                 report.errors += 1
-                backoff = min(self._interval * 2 ** min(deposit.check_failures + 1, 10), MAX_BACKOFF_SECONDS)
-                log.warning("reconciler: deposit %s check failed (%s); next in %ss", deposit.id,
-                            exc.operator_detail, backoff)
-                await self._schedule(deposit.id, now + backoff, failed=True)
-                continue
-            result = await self._settler.settle_payment(update)
-            if result.outcome is Outcome.CREDITED:
-                report.credited += 1
-            elif result.outcome in (Outcome.UNCHANGED, Outcome.FLAGGED):
-                keep_until = (deposit.expires_at or now) + LATE_PAYMENT_GRACE_SECONDS
-                await self._schedule(deposit.id, now + self._interval if now < keep_until else None, failed=False)
+                log.exception("reconciler: deposit %s could not be checked; retrying later", deposit.id)
+                await self._schedule(deposit.id, now + self._backoff(deposit), failed=True)
         return report
+
+    async def _check(self, deposit: Deposit, now: int, report: PassReport) -> None:
+        assert deposit.order_id is not None
+        try:
+            update = await self._gateway.fetch_payment(deposit.order_id)
+        except GatewayError as exc:
+            report.errors += 1
+            backoff = self._backoff(deposit)
+            log.warning("reconciler: deposit %s check failed (%s); next in %ss", deposit.id,
+                        exc.operator_detail, backoff)
+            async with self._db.transaction() as tx:
+                await deposits.schedule_check(tx, deposit.id, next_check_at=now + backoff, failed=True)
+                if isinstance(exc, GatewayMisconfigured):
+                    await alert_operator(tx, admin_chat_id=self._admin_chat_id, gateway=self._gateway.name,
+                                         error=exc)
+            return
+        result = await self._settler.settle_payment(update)
+        if result.outcome is Outcome.CREDITED:
+            report.credited += 1
+        elif result.outcome in (Outcome.UNCHANGED, Outcome.FLAGGED):
+            keep_until = (deposit.expires_at or now) + LATE_PAYMENT_GRACE_SECONDS
+            await self._schedule(deposit.id, now + self._interval if now < keep_until else None, failed=False)
+
+    def _backoff(self, deposit: Deposit) -> int:
+        return min(self._interval * 2 ** min(deposit.check_failures + 1, 10), MAX_BACKOFF_SECONDS)
 
     async def _schedule(self, deposit_id: int, at: int | None, *, failed: bool) -> None:
         async with self._db.transaction() as tx:

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # States from which a deposit can still be paid or closed: a confirmed payment is credited even
 # after we expired it or the user cancelled it, because the money did arrive.
 _UNPAID = (DepositStatus.PENDING, DepositStatus.EXPIRED, DepositStatus.CANCELLED)
+# A reported payment this many times the deposit's value is more likely a gateway bug than a
+# generous customer: it is held for a person to check instead of credited.
+MAX_CREDIT_FACTOR = 10
 
 
 class Outcome(str, Enum):
@@ -81,6 +84,10 @@ class Settler:
             credit = deposit.expected_credit_cents
         if credit <= 0:
             await self._flag(tx, deposit, "no-amount", reason="paid without a usable amount")
+            return Settlement(Outcome.FLAGGED, deposit)
+        if credit > deposit.expected_credit_cents * MAX_CREDIT_FACTOR:
+            await self._flag(tx, deposit, "implausible-amount",
+                             reason=f"reported paid amount {credit} cents is implausible")
             return Settlement(Outcome.FLAGGED, deposit)
         line = await ledger.append(tx, user_id=deposit.user_id, amount_cents=credit, kind=LedgerKind.DEPOSIT,
                                    idempotency_key=ledger.deposit_key(deposit.id), deposit_id=deposit.id,

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
+from services.alerts import alert_operator
 from services.coupons import CouponChoice, CouponError, CouponProblem, choose_coupon
 from services.gateways.base import (
     CouponRejected,
@@ -20,12 +21,11 @@ from services.money import AmountLimits, check_limits
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons as coupon_repo
-from services.store import deposits, outbox
+from services.store import deposits
 
 log = logging.getLogger(__name__)
 
 FIRST_CHECK_DELAY_SECONDS = 20
-ADMIN_ALERT_WINDOW_SECONDS = 600  # at most one alert per kind of gateway error in this window
 
 
 class TopupProblem(str, Enum):
@@ -52,8 +52,10 @@ class StatusCheck:
 
 class TopupService:
     def __init__(self, db: Database, gateway: Gateway, matrix: Matrix, settler: Settler, limits: AmountLimits,
-                 *, admin_chat_id: int | None, quick_amounts_cents: tuple[int, ...] = ()) -> None:
+                 *, admin_chat_id: int | None, quick_amounts_cents: tuple[int, ...] = (),
+                 first_check_delay_seconds: int = FIRST_CHECK_DELAY_SECONDS) -> None:
         self.db = db
+        self._first_check_delay = first_check_delay_seconds
         self.quick_amounts_cents = quick_amounts_cents  # offered as buttons at the amount step
         self.gateway = gateway
         self.matrix = matrix
@@ -109,7 +111,7 @@ class TopupService:
             await deposits.mark_created(
                 tx, deposit_id, order_id=created.order_id, address=created.address, pay_amount=created.pay_amount,
                 pay_currency=created.pay_currency, expires_at=created.expires_at, payment_url=created.payment_url,
-                quoted_cents=created.quoted_cents, first_check_at=now_ts() + FIRST_CHECK_DELAY_SECONDS)
+                quoted_cents=created.quoted_cents, first_check_at=now_ts() + self._first_check_delay)
             deposit = await deposits.get(tx, deposit_id)
         assert deposit is not None
         log.info("deposit %s created at %s: order %s, %s %s/%s for %s cents", deposit_id, self.gateway.name,
@@ -123,12 +125,9 @@ class TopupService:
             await deposits.set_status(tx, deposit_id, DepositStatus.FAILED, only_from=(DepositStatus.CREATING,),
                                       failure_reason=f"create: {detail}"[:500])
             await coupon_repo.release(tx, deposit_id)
-            if isinstance(exc, GatewayMisconfigured) and self._admin_chat_id is not None:
-                # The user only hears "temporarily unavailable"; the operator gets the cause, once per window.
-                window = now_ts() // ADMIN_ALERT_WINDOW_SECONDS
-                await outbox.enqueue(tx, kind="admin_gateway_error", chat_id=self._admin_chat_id,
-                                     dedupe_key=f"gateway-error:{self.gateway.name}:{type(exc).__name__}:{window}",
-                                     payload={"gateway": self.gateway.name, "detail": detail})
+            if isinstance(exc, GatewayMisconfigured):
+                # The user only hears "temporarily unavailable"; the operator gets the cause.
+                await alert_operator(tx, admin_chat_id=self._admin_chat_id, gateway=self.gateway.name, error=exc)
 
     async def attach_message(self, deposit_id: int, chat_id: int, message_id: int) -> None:
         async with self.db.transaction() as tx:
@@ -136,6 +135,8 @@ class TopupService:
 
     async def deposit_of(self, user_id: int, deposit_id: int) -> Deposit:
         """The user's own deposit; someone else's is reported exactly like a missing one."""
+        if not 0 < deposit_id < 2**63:  # forged button data; SQLite can't even look it up
+            raise TopupError(TopupProblem.NOT_FOUND)
         deposit = await deposits.get(self.db.reader, deposit_id)
         if deposit is None or deposit.user_id != user_id or deposit.order_id is None:
             raise TopupError(TopupProblem.NOT_FOUND)
