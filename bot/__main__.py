@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 from dotenv import load_dotenv
 
@@ -13,7 +14,8 @@ from bot.i18n import shipped_locales
 
 
 def main() -> int:
-    load_dotenv()  # a real environment variable wins over .env
+    # .env in the directory the bot is started from; a real environment variable wins over it.
+    load_dotenv(Path.cwd() / ".env")
     try:
         settings = load_settings(os.environ, available_locales=shipped_locales())
     except ConfigError as exc:

@@ -1,4 +1,7 @@
-"""Routers, wired in one place. Order matters only for the fallback, which must come last."""
+"""Routers, wired in one place. Each call builds fresh routers, so several dispatchers can live in one process.
+
+Order matters only for the fallback, which must come last.
+"""
 from __future__ import annotations
 
 from aiogram import Router
@@ -8,11 +11,11 @@ from handlers.user import balance, deposit, fallback, history, language, start, 
 
 def build_routers() -> list[Router]:
     return [
-        start.router,
-        topup.router,
-        deposit.router,
-        balance.router,
-        history.router,
-        language.router,
-        fallback.router,  # last: answers whatever nobody else took (stale buttons, stray text)
+        start.build_router(),
+        topup.build_router(),
+        deposit.build_router(),
+        balance.build_router(),
+        history.build_router(),
+        language.build_router(),
+        fallback.build_router(),  # last: answers whatever nobody else took (stale buttons, stray text)
     ]

@@ -17,6 +17,7 @@ class MenuAction(str, Enum):
 
 class MenuCb(CallbackData, prefix="m"):
     action: MenuAction
+    below: bool = False  # answer under the message (a receipt, a card) instead of replacing it
 
 
 class CoinCb(CallbackData, prefix="tc"):

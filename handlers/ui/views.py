@@ -173,7 +173,8 @@ def deposit_keyboard(t: Translator, deposit: Deposit, *, sandbox: bool) -> Inlin
         return InlineKeyboardMarkup(inline_keyboard=rows)
     if deposit.status in (DepositStatus.EXPIRED, DepositStatus.CANCELLED, DepositStatus.FAILED):
         return InlineKeyboardMarkup(inline_keyboard=[[
-            InlineKeyboardButton(text=t("deposit.new-topup"), callback_data=MenuCb(action=MenuAction.TOPUP).pack())]])
+            InlineKeyboardButton(text=t("deposit.new-topup"),
+                                 callback_data=MenuCb(action=MenuAction.TOPUP, below=True).pack())]])
     return None
 
 
@@ -198,8 +199,9 @@ def paid_text(t: Translator, *, deposit_id: int, credited_cents: int, bonus_cent
 
 def after_payment_keyboard(t: Translator) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text=t("menu.topup"), callback_data=MenuCb(action=MenuAction.TOPUP).pack()),
-        InlineKeyboardButton(text=t("menu.balance"), callback_data=MenuCb(action=MenuAction.BALANCE).pack()),
+        InlineKeyboardButton(text=t("menu.topup"), callback_data=MenuCb(action=MenuAction.TOPUP, below=True).pack()),
+        InlineKeyboardButton(text=t("menu.balance"),
+                             callback_data=MenuCb(action=MenuAction.BALANCE, below=True).pack()),
     ]])
 
 

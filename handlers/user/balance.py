@@ -12,10 +12,6 @@ from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
 from services.money import format_usd
 from services.store import User
 
-router = Router(name="balance")
-router.message.filter(PRIVATE)
-router.callback_query.filter(PRIVATE_CALLBACK)
-
 
 def _keyboard(t: Translator) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[
@@ -25,16 +21,25 @@ def _keyboard(t: Translator) -> InlineKeyboardMarkup:
     ])
 
 
-@router.message(Command("balance"))
 async def balance_command(message: Message, user: User, t: Translator) -> None:
     await message.answer(t("balance.text", balance=format_usd(user.balance_cents)), reply_markup=_keyboard(t))
 
 
-@router.callback_query(MenuCb.filter(F.action == MenuAction.BALANCE))
-async def balance_button(cb: CallbackQuery, user: User, t: Translator) -> None:
+async def balance_button(cb: CallbackQuery, callback_data: MenuCb, user: User, t: Translator) -> None:
     await cb.answer()
+    if not isinstance(cb.message, Message):
+        return
     text = t("balance.text", balance=format_usd(user.balance_cents))
-    if isinstance(cb.message, Message) and cb.message.text is not None:
-        await cb.message.edit_text(text, reply_markup=_keyboard(t))
-    elif isinstance(cb.message, Message):  # pressed under a photo or notification we keep: answer below it
+    if callback_data.below or cb.message.text is None:  # under a receipt or a card: keep it, answer below
         await cb.message.answer(text, reply_markup=_keyboard(t))
+    else:
+        await cb.message.edit_text(text, reply_markup=_keyboard(t))
+
+
+def build_router() -> Router:
+    router = Router(name="balance")
+    router.message.filter(PRIVATE)
+    router.callback_query.filter(PRIVATE_CALLBACK)
+    router.message.register(balance_command, Command("balance"))
+    router.callback_query.register(balance_button, MenuCb.filter(F.action == MenuAction.BALANCE))
+    return router

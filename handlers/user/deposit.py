@@ -12,11 +12,7 @@ from handlers.user.filters import PRIVATE_CALLBACK
 from services.store import Deposit, DepositStatus, User
 from services.topup import TopupError, TopupProblem, TopupService
 
-router = Router(name="deposit")
-router.callback_query.filter(PRIVATE_CALLBACK)
 
-
-@router.callback_query(DepositCb.filter())
 async def deposit_button(cb: CallbackQuery, callback_data: DepositCb, user: User, t: Translator,
                          topup: TopupService) -> None:
     try:
@@ -55,3 +51,10 @@ async def _refresh(cb: CallbackQuery, t: Translator, topup: TopupService, deposi
     except TelegramBadRequest as exc:
         if "not modified" not in exc.message:
             raise
+
+
+def build_router() -> Router:
+    router = Router(name="deposit")
+    router.callback_query.filter(PRIVATE_CALLBACK)
+    router.callback_query.register(deposit_button, DepositCb.filter())
+    return router

@@ -7,14 +7,17 @@ from aiogram.types import CallbackQuery, Message
 from bot.i18n import Translator
 from handlers.ui import views
 
-router = Router(name="fallback")
 
-
-@router.callback_query()
 async def stale_button(cb: CallbackQuery, t: Translator) -> None:
     await cb.answer(t("stale"))
 
 
-@router.message(F.chat.type == "private")
 async def unknown_message(message: Message, t: Translator) -> None:
     await message.answer(t("unknown"), reply_markup=views.main_menu(t))
+
+
+def build_router() -> Router:
+    router = Router(name="fallback")
+    router.callback_query.register(stale_button)
+    router.message.register(unknown_message, F.chat.type == "private")
+    return router

@@ -12,9 +12,6 @@ from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
 from services.store import Database, User
 from services.store import deposits
 
-router = Router(name="history")
-router.message.filter(PRIVATE)
-router.callback_query.filter(PRIVATE_CALLBACK)
 
 PAGE_SIZE = 5
 
@@ -28,19 +25,16 @@ async def _page(db: Database, t: Translator, user_id: int, page: int) -> tuple[s
     return views.history_text(t, items, page, pages), views.history_keyboard(t, page, pages)
 
 
-@router.message(Command("history"))
 async def history_command(message: Message, user: User, t: Translator, db: Database) -> None:
     page = await _page(db, t, user.id, 0)
     assert page is not None
     await message.answer(page[0], reply_markup=page[1])
 
 
-@router.callback_query(MenuCb.filter(F.action == MenuAction.HISTORY))
 async def history_button(cb: CallbackQuery, user: User, t: Translator, db: Database) -> None:
     await _show(cb, user, t, db, 0)
 
 
-@router.callback_query(HistoryCb.filter())
 async def history_page(cb: CallbackQuery, callback_data: HistoryCb, user: User, t: Translator, db: Database) -> None:
     await _show(cb, user, t, db, callback_data.page)
 
@@ -55,3 +49,13 @@ async def _show(cb: CallbackQuery, user: User, t: Translator, db: Database, page
         await cb.message.edit_text(page[0], reply_markup=page[1])
     else:
         await cb.message.answer(page[0], reply_markup=page[1])
+
+
+def build_router() -> Router:
+    router = Router(name="history")
+    router.message.filter(PRIVATE)
+    router.callback_query.filter(PRIVATE_CALLBACK)
+    router.message.register(history_command, Command("history"))
+    router.callback_query.register(history_button, MenuCb.filter(F.action == MenuAction.HISTORY))
+    router.callback_query.register(history_page, HistoryCb.filter())
+    return router

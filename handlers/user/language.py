@@ -13,21 +13,15 @@ from services.store import Database, User
 from services.store import users
 from services.topup import TopupService
 
-router = Router(name="language")
-router.message.filter(PRIVATE)
-router.callback_query.filter(PRIVATE_CALLBACK)
-
 
 def _choices(locales: Locales) -> list[tuple[str, str]]:
     return [(code, locales.get(code)("language.name")) for code in locales.available]
 
 
-@router.message(Command("language"))
 async def language_command(message: Message, t: Translator, locales: Locales) -> None:
     await message.answer(t("language.pick"), reply_markup=views.language_keyboard(t, _choices(locales), t.locale))
 
 
-@router.callback_query(MenuCb.filter(F.action == MenuAction.LANGUAGE))
 async def language_button(cb: CallbackQuery, t: Translator, locales: Locales) -> None:
     await cb.answer()
     if isinstance(cb.message, Message):
@@ -35,7 +29,6 @@ async def language_button(cb: CallbackQuery, t: Translator, locales: Locales) ->
                                    reply_markup=views.language_keyboard(t, _choices(locales), t.locale))
 
 
-@router.callback_query(LanguageCb.filter())
 async def choose_language(cb: CallbackQuery, callback_data: LanguageCb, user: User, t: Translator,
                           locales: Locales, db: Database, topup: TopupService) -> None:
     if callback_data.code not in locales.available:
@@ -48,3 +41,13 @@ async def choose_language(cb: CallbackQuery, callback_data: LanguageCb, user: Us
     if isinstance(cb.message, Message):
         await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
                                    reply_markup=views.main_menu(t))
+
+
+def build_router() -> Router:
+    router = Router(name="language")
+    router.message.filter(PRIVATE)
+    router.callback_query.filter(PRIVATE_CALLBACK)
+    router.message.register(language_command, Command("language"))
+    router.callback_query.register(language_button, MenuCb.filter(F.action == MenuAction.LANGUAGE))
+    router.callback_query.register(choose_language, LanguageCb.filter())
+    return router

@@ -14,31 +14,23 @@ from services.money import format_usd
 from services.store import User
 from services.topup import TopupService
 
-router = Router(name="start")
-router.message.filter(PRIVATE)
-router.callback_query.filter(PRIVATE_CALLBACK)
 
-
-@router.message(CommandStart())
 async def start(message: Message, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
     await state.clear()
     await message.answer(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
                          reply_markup=views.main_menu(t))
 
 
-@router.message(Command("cancel"))
 async def cancel(message: Message, state: FSMContext, t: Translator) -> None:
     had_flow = await state.get_state() is not None
     await state.clear()
     await message.answer(t("flow.cancelled" if had_flow else "flow.nothing-to-cancel"), reply_markup=views.main_menu(t))
 
 
-@router.message(Command("help"))
 async def help_command(message: Message, t: Translator, topup: TopupService) -> None:
     await message.answer(help_text(t, topup), reply_markup=views.back_home_keyboard(t))
 
 
-@router.callback_query(MenuCb.filter(F.action == MenuAction.HOME))
 async def home(cb: CallbackQuery, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
     await state.clear()
     await cb.answer()
@@ -47,7 +39,6 @@ async def home(cb: CallbackQuery, state: FSMContext, user: User, t: Translator, 
                                    reply_markup=views.main_menu(t))
 
 
-@router.callback_query(MenuCb.filter(F.action == MenuAction.HELP))
 async def help_button(cb: CallbackQuery, t: Translator, topup: TopupService) -> None:
     await cb.answer()
     if isinstance(cb.message, Message):
@@ -56,3 +47,15 @@ async def help_button(cb: CallbackQuery, t: Translator, topup: TopupService) -> 
 
 def help_text(t: Translator, topup: TopupService) -> str:
     return t("help.text", min=format_usd(topup.limits.min_cents), max=format_usd(topup.limits.max_cents))
+
+
+def build_router() -> Router:
+    router = Router(name="start")
+    router.message.filter(PRIVATE)
+    router.callback_query.filter(PRIVATE_CALLBACK)
+    router.message.register(start, CommandStart())
+    router.message.register(cancel, Command("cancel"))
+    router.message.register(help_command, Command("help"))
+    router.callback_query.register(home, MenuCb.filter(F.action == MenuAction.HOME))
+    router.callback_query.register(help_button, MenuCb.filter(F.action == MenuAction.HELP))
+    return router

@@ -18,7 +18,7 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup
 from bot.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, MenuAction, MenuCb, NetworkCb
-from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
+from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
 from services.coupons import CouponChoice, CouponError
 from services.money import AmountError, check_limits, format_usd, parse_usd_within
 from services.store import Deposit
@@ -26,10 +26,6 @@ from services.store import coupons as coupon_repo
 from services.topup import TopupError, TopupProblem, TopupService
 
 log = logging.getLogger(__name__)
-
-router = Router(name="topup")
-router.message.filter(PRIVATE)
-router.callback_query.filter(PRIVATE_CALLBACK)
 
 
 class TopupFlow(StatesGroup):
@@ -43,19 +39,18 @@ class TopupFlow(StatesGroup):
 
 # --- entering the flow ---
 
-@router.message(Command("topup"))
 async def topup_command(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
     sent = await message.answer(t("topup.pick-coin"), reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
     await _start_flow(state, sent.message_id)
 
 
-@router.callback_query(MenuCb.filter(F.action == MenuAction.TOPUP))
-async def topup_button(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
+async def topup_button(cb: CallbackQuery, callback_data: MenuCb, state: FSMContext, t: Translator,
+                       topup: TopupService) -> None:
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
     keyboard = views.coins_keyboard(t, topup.matrix.coins())
-    if cb.message.photo:  # the "new top-up" button on a deposit card: keep the card, start below it
+    if callback_data.below or cb.message.text is None:  # under a receipt or a card: keep it, start below
         sent = await cb.message.answer(t("topup.pick-coin"), reply_markup=keyboard)
         await _start_flow(state, sent.message_id)
         return
@@ -79,7 +74,6 @@ async def _on_flow_message(cb: CallbackQuery, state: FSMContext, t: Translator) 
 
 # --- coin and network ---
 
-@router.callback_query(TopupFlow.coin, CoinCb.filter())
 async def pick_coin(cb: CallbackQuery, callback_data: CoinCb, state: FSMContext, t: Translator,
                     topup: TopupService) -> None:
     if await _on_flow_message(cb, state, t) is None:
@@ -99,7 +93,6 @@ async def pick_coin(cb: CallbackQuery, callback_data: CoinCb, state: FSMContext,
                                reply_markup=views.networks_keyboard(t, callback_data.coin, networks))
 
 
-@router.callback_query(TopupFlow.network, NetworkCb.filter())
 async def pick_network(cb: CallbackQuery, callback_data: NetworkCb, state: FSMContext, t: Translator,
                        topup: TopupService) -> None:
     data = await _on_flow_message(cb, state, t)
@@ -124,7 +117,6 @@ async def _ask_amount(message: Message, state: FSMContext, t: Translator, topup:
 
 # --- amount ---
 
-@router.callback_query(TopupFlow.amount, AmountCb.filter())
 async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMContext, t: Translator,
                       topup: TopupService) -> None:
     if await _on_flow_message(cb, state, t) is None:
@@ -139,7 +131,6 @@ async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMCont
     await _ask_coupon(cb.message, state, t, callback_data.cents, edit=True)
 
 
-@router.message(TopupFlow.amount, F.text)
 async def type_amount(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
     assert message.text is not None
     try:
@@ -151,7 +142,6 @@ async def type_amount(message: Message, state: FSMContext, t: Translator, topup:
     await _ask_coupon(message, state, t, cents, edit=False)
 
 
-@router.message(TopupFlow.amount)
 async def amount_not_text(message: Message, t: Translator, topup: TopupService) -> None:
     await message.answer(t("amount.error.format", min=format_usd(topup.limits.min_cents),
                            max=format_usd(topup.limits.max_cents)))
@@ -167,7 +157,6 @@ async def _ask_coupon(message: Message, state: FSMContext, t: Translator, amount
     await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, views.coupon_keyboard(t), edit=edit)
 
 
-@router.message(TopupFlow.coupon, F.text)
 async def type_coupon(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
     assert message.text is not None and message.from_user is not None
     data = await state.get_data()
@@ -181,12 +170,10 @@ async def type_coupon(message: Message, state: FSMContext, t: Translator, topup:
     await _show_confirm(message, state, t, topup, choice, edit=False)
 
 
-@router.message(TopupFlow.coupon)
 async def coupon_not_text(message: Message, t: Translator) -> None:
     await message.answer(t("coupon.error.format"))
 
 
-@router.callback_query(TopupFlow.coupon, FlowCb.filter(F.action == FlowAction.SKIP_COUPON))
 async def skip_coupon(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
     if await _on_flow_message(cb, state, t) is None:
         return
@@ -211,7 +198,6 @@ async def _show_confirm(message: Message, state: FSMContext, t: Translator, topu
     await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, views.confirm_keyboard(t), edit=edit)
 
 
-@router.callback_query(TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.CREATE))
 async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
     data = await _on_flow_message(cb, state, t)
     if data is None:
@@ -271,7 +257,6 @@ async def send_deposit_card(message: Message, t: Translator, topup: TopupService
 
 # --- back and cancel ---
 
-@router.callback_query(FlowCb.filter(F.action == FlowAction.BACK))
 async def back(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
     data = await _on_flow_message(cb, state, t)
     if data is None:
@@ -294,7 +279,6 @@ async def back(cb: CallbackQuery, state: FSMContext, t: Translator, topup: Topup
         await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True)
 
 
-@router.callback_query(FlowCb.filter(F.action == FlowAction.CANCEL))
 async def cancel_flow(cb: CallbackQuery, state: FSMContext, t: Translator) -> None:
     if await _on_flow_message(cb, state, t) is None:
         return
@@ -312,3 +296,23 @@ async def _show(message: Message, state: FSMContext, text: str, keyboard: Inline
         return
     sent = await message.answer(text, reply_markup=keyboard)
     await state.update_data(flow_msg=sent.message_id)
+
+
+def build_router() -> Router:
+    router = Router(name="topup")
+    router.message.filter(PRIVATE)
+    router.callback_query.filter(PRIVATE_CALLBACK)
+    router.message.register(topup_command, Command("topup"))
+    router.callback_query.register(topup_button, MenuCb.filter(F.action == MenuAction.TOPUP))
+    router.callback_query.register(pick_coin, TopupFlow.coin, CoinCb.filter())
+    router.callback_query.register(pick_network, TopupFlow.network, NetworkCb.filter())
+    router.callback_query.register(pick_amount, TopupFlow.amount, AmountCb.filter())
+    router.message.register(type_amount, TopupFlow.amount, F.text, NOT_COMMAND)
+    router.message.register(amount_not_text, TopupFlow.amount, NOT_COMMAND)
+    router.message.register(type_coupon, TopupFlow.coupon, F.text, NOT_COMMAND)
+    router.message.register(coupon_not_text, TopupFlow.coupon, NOT_COMMAND)
+    router.callback_query.register(skip_coupon, TopupFlow.coupon, FlowCb.filter(F.action == FlowAction.SKIP_COUPON))
+    router.callback_query.register(create_deposit, TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.CREATE))
+    router.callback_query.register(back, FlowCb.filter(F.action == FlowAction.BACK))
+    router.callback_query.register(cancel_flow, FlowCb.filter(F.action == FlowAction.CANCEL))
+    return router
