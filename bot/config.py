@@ -117,8 +117,8 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         bot_token=Secret(token),
         telegram_api_url=_http_url(get("TELEGRAM_API_URL", "https://api.telegram.org"), "TELEGRAM_API_URL"),
         database_path=database_path,
-        admin_chat_id=_int(get("ADMIN_CHAT_ID"), "ADMIN_CHAT_ID",
-                           hint="the numeric id of the admin group, e.g. -1001234567890") if get("ADMIN_CHAT_ID") else None,
+        admin_chat_id=_int(get("ADMIN_CHAT_ID"), "ADMIN_CHAT_ID", hint="the numeric id of the admin group, "
+                           "e.g. -1001234567890") if get("ADMIN_CHAT_ID") else None,
         admin_user_ids=frozenset(_int(part, "ADMIN_USER_IDS", hint="comma-separated numeric Telegram user ids")
                                  for part in get("ADMIN_USER_IDS").replace(" ", "").split(",") if part),
         payment_gateway=gateway,

@@ -100,7 +100,8 @@ class DeliveryWorker:
     async def _pace(self, chat_id: int) -> None:
         """Stay under Telegram's limits: a global rate, and one message per second per chat."""
         now = time.monotonic()
-        wait = max(self._last_send + self._min_gap - now, self._last_by_chat.get(chat_id, 0.0) + self._per_chat_gap - now)
+        wait = max(self._last_send + self._min_gap - now,
+                   self._last_by_chat.get(chat_id, 0.0) + self._per_chat_gap - now)
         if wait > 0:
             await asyncio.sleep(wait)
         self._last_send = self._last_by_chat[chat_id] = time.monotonic()

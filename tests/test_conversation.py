@@ -1,4 +1,7 @@
-"""The top-up conversation as a user lives it: the real dispatcher, a real SQLite file, the fake Bot API, sandbox gateway."""
+"""The top-up conversation as a user lives it.
+
+The real dispatcher, a real SQLite file, the fake Bot API and the sandbox gateway.
+"""
 from __future__ import annotations
 
 import re

@@ -32,7 +32,8 @@ async def test_balance_follows_the_ledger(db: Database) -> None:
     async with db.transaction() as tx:
         assert await ledger.append(tx, user_id=1, amount_cents=500, kind=LedgerKind.DEPOSIT, idempotency_key="a")
         assert await ledger.append(tx, user_id=1, amount_cents=-200, kind=LedgerKind.ADJUSTMENT, idempotency_key="b")
-        assert await ledger.append(tx, user_id=1, amount_cents=999, kind=LedgerKind.DEPOSIT, idempotency_key="a") is None
+        again = await ledger.append(tx, user_id=1, amount_cents=999, kind=LedgerKind.DEPOSIT, idempotency_key="a")
+        assert again is None
     user = await users.get(db.reader, 1)
     assert user is not None and user.balance_cents == 300
     assert await users.balance_mismatches(db.reader) == []

@@ -1,4 +1,7 @@
-"""Every message the code asks for exists in every shipped language, with the same placeholders, as valid Telegram HTML."""
+"""Every message the code asks for exists in every shipped language.
+
+Same placeholders everywhere, and every text is valid Telegram HTML.
+"""
 from __future__ import annotations
 
 import ast

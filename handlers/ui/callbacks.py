@@ -1,4 +1,7 @@
-"""Callback data factories with short explicit prefixes. Handlers re-validate every field: clients can send any bytes."""
+"""Callback data factories with short explicit prefixes.
+
+Handlers re-validate every field: a client can send any bytes.
+"""
 from __future__ import annotations
 
 from enum import Enum

@@ -8,6 +8,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from bot.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import MenuAction, MenuCb
+from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
 from services.money import format_usd
 from services.store import User
@@ -29,11 +30,8 @@ async def balance_button(cb: CallbackQuery, callback_data: MenuCb, user: User, t
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
-    text = t("balance.text", balance=format_usd(user.balance_cents))
-    if callback_data.below or cb.message.text is None:  # under a receipt or a card: keep it, answer below
-        await cb.message.answer(text, reply_markup=_keyboard(t))
-    else:
-        await cb.message.edit_text(text, reply_markup=_keyboard(t))
+    await replace_or_answer(cb.message, t("balance.text", balance=format_usd(user.balance_cents)), _keyboard(t),
+                            below=callback_data.below)
 
 
 def build_router() -> Router:

@@ -9,7 +9,7 @@ from bot.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import DepositAction, DepositCb
 from handlers.user.filters import PRIVATE_CALLBACK
-from services.store import Deposit, DepositStatus, User
+from services.store import Deposit, User
 from services.topup import TopupError, TopupProblem, TopupService
 
 
@@ -18,8 +18,7 @@ async def deposit_button(cb: CallbackQuery, callback_data: DepositCb, user: User
     try:
         if callback_data.action is DepositAction.CHECK:
             deposit = (await topup.check_status(user.id, callback_data.deposit_id)).deposit
-            toast = t("deposit.check-paid") if deposit.status is DepositStatus.PAID else t(
-                f"deposit.check.{deposit.status.value}")
+            toast = t(f"deposit.check.{deposit.status.value}")
         elif callback_data.action is DepositAction.CANCEL:
             deposit = await topup.cancel(user.id, callback_data.deposit_id)
             toast = t("deposit.cancelled-toast")

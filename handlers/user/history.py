@@ -8,6 +8,7 @@ from aiogram.types import CallbackQuery, Message
 from bot.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import HistoryCb, MenuAction, MenuCb
+from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
 from services.store import Database, User
 from services.store import deposits
@@ -45,10 +46,7 @@ async def _show(cb: CallbackQuery, user: User, t: Translator, db: Database, page
         await cb.answer(t("stale"))
         return
     await cb.answer()
-    if cb.message.text is not None:
-        await cb.message.edit_text(page[0], reply_markup=page[1])
-    else:
-        await cb.message.answer(page[0], reply_markup=page[1])
+    await replace_or_answer(cb.message, page[0], page[1], below=False)
 
 
 def build_router() -> Router:

@@ -18,6 +18,7 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup
 from bot.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, MenuAction, MenuCb, NetworkCb
+from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
 from services.coupons import CouponChoice, CouponError
 from services.money import AmountError, check_limits, format_usd, parse_usd_within
@@ -49,13 +50,9 @@ async def topup_button(cb: CallbackQuery, callback_data: MenuCb, state: FSMConte
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
-    keyboard = views.coins_keyboard(t, topup.matrix.coins())
-    if callback_data.below or cb.message.text is None:  # under a receipt or a card: keep it, start below
-        sent = await cb.message.answer(t("topup.pick-coin"), reply_markup=keyboard)
-        await _start_flow(state, sent.message_id)
-        return
-    await cb.message.edit_text(t("topup.pick-coin"), reply_markup=keyboard)
-    await _start_flow(state, cb.message.message_id)
+    shown = await replace_or_answer(cb.message, t("topup.pick-coin"), views.coins_keyboard(t, topup.matrix.coins()),
+                                    below=callback_data.below)
+    await _start_flow(state, shown.message_id)
 
 
 async def _start_flow(state: FSMContext, flow_message_id: int) -> None:

@@ -48,5 +48,6 @@ async def retry_later(conn: aiosqlite.Connection, notification_id: int, *, at: i
 
 
 async def give_up(conn: aiosqlite.Connection, notification_id: int, *, error: str) -> None:
-    await execute(conn, "UPDATE notifications SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+    await execute(conn,
+                  "UPDATE notifications SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
                   (error[:500], notification_id))

@@ -68,7 +68,10 @@ _V1 = [
     )
     """,
     "CREATE INDEX deposits_user ON deposits(user_id, id DESC)",
-    "CREATE INDEX deposits_open ON deposits(status, next_check_at) WHERE status IN ('creating', 'pending', 'expired', 'cancelled')",
+    (
+        "CREATE INDEX deposits_open ON deposits(status, next_check_at)"
+        " WHERE status IN ('creating', 'pending', 'expired', 'cancelled')"
+    ),
     """
     CREATE TABLE coupon_holds (
         id          INTEGER PRIMARY KEY,
