@@ -111,7 +111,7 @@ class Settler:
         return Settlement(Outcome.CREDITED, fresh, credit, bonus, balance)
 
     async def _coupon_bonus(self, tx: aiosqlite.Connection, deposit: Deposit, credit: int) -> tuple[int, bool]:
-        """The bonus of this deposit's coupon; (0, True) when it can't apply (gone meanwhile, or paid below its minimum)."""
+        """This deposit's coupon bonus; (0, True) when it can't apply (gone meanwhile, or paid below its minimum)."""
         if deposit.coupon_id is None:
             return 0, False
         hold = await coupons.hold_for_deposit(tx, deposit.id)
