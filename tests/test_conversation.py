@@ -333,3 +333,25 @@ async def test_forged_history_page_is_out_of_date_and_changes_nothing(harness: H
     assert harness.toasts()[-1] == "This menu is out of date."
     assert len(harness.api.calls_of("editMessageText")) == edits_before
     assert harness.last(USER) == page
+
+
+async def test_history_shows_a_pending_deposits_card_again(harness: Harness, api: FakeBotAPI) -> None:
+    """If the card got lost (or scrolled away), History brings back the address and QR code."""
+    await harness.send(USER, "/start")
+    pending = await harness.app.topup.create_deposit(user_id=USER, chat_id=USER, coin="USDT", network="TRON",
+                                                     amount_cents=1500, coupon_code=None)
+    paid = await harness.app.topup.create_deposit(user_id=USER, chat_id=USER, coin="BTC", network="BTC",
+                                                  amount_cents=1000, coupon_code=None)
+    await harness.app.topup.simulate_payment(USER, paid.id)
+    await harness.send(USER, "/history")
+    labels = harness.buttons(harness.last(USER))
+    assert f"🧾 Show deposit #{pending.id}" in labels
+    assert f"🧾 Show deposit #{paid.id}" not in labels  # nothing to pay there any more
+
+    await harness.tap(USER, f"Show deposit #{pending.id}")
+    card = harness.last(USER)
+    assert pending.address in card["caption"] and "Waiting for payment" in card["caption"]
+    assert api.calls_of("sendPhoto")[-1].file("photo").startswith(b"\x89PNG")
+    # the new card is the one that follows the status from now on
+    await harness.tap(USER, "Simulate payment")
+    assert "Paid" in api.messages[(USER, card["message_id"])]["caption"]

@@ -51,6 +51,7 @@ class DepositAction(str, Enum):
     CHECK = "check"
     CANCEL = "cancel"
     SIMULATE = "sim"
+    SHOW = "show"  # send the card again (from History), e.g. if the first one was lost
 
 
 class DepositCb(CallbackData, prefix="d"):

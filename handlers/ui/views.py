@@ -226,13 +226,18 @@ def history_text(t: Translator, deposits: list[Deposit], page: int, pages: int) 
     return "\n".join(lines)
 
 
-def history_keyboard(t: Translator, page: int, pages: int) -> InlineKeyboardMarkup:
+def history_keyboard(t: Translator, page: int, pages: int, deposits: list[Deposit]) -> InlineKeyboardMarkup:
+    """Paging, plus a button per deposit still waiting for payment that shows its card (address, QR) again."""
+    rows = [[InlineKeyboardButton(text=t("deposit.show", id=d.id),
+                                  callback_data=DepositCb(action=DepositAction.SHOW, deposit_id=d.id).pack())]
+            for d in deposits if d.status is DepositStatus.PENDING]
     nav: list[InlineKeyboardButton] = []
     if page > 0:
         nav.append(InlineKeyboardButton(text=t("history.prev"), callback_data=HistoryCb(page=page - 1).pack()))
     if page + 1 < pages:
         nav.append(InlineKeyboardButton(text=t("history.next"), callback_data=HistoryCb(page=page + 1).pack()))
-    rows = [nav] if nav else []
+    if nav:
+        rows.append(nav)
     rows.append([home_button(t)])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 

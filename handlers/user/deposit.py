@@ -9,7 +9,8 @@ from bot.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import DepositAction, DepositCb
 from handlers.user.filters import PRIVATE_CALLBACK
-from services.store import Deposit, User
+from handlers.user.topup import send_deposit_card
+from services.store import Deposit, DepositStatus, User
 from services.topup import TopupError, TopupProblem, TopupService
 
 
@@ -19,6 +20,14 @@ async def deposit_button(cb: CallbackQuery, callback_data: DepositCb, user: User
         if callback_data.action is DepositAction.CHECK:
             deposit = (await topup.check_status(user.id, callback_data.deposit_id)).deposit
             toast = t(f"deposit.check.{deposit.status.value}")
+        elif callback_data.action is DepositAction.SHOW:
+            deposit = await topup.deposit_of(user.id, callback_data.deposit_id)
+            if deposit.status is not DepositStatus.PENDING or not isinstance(cb.message, Message):
+                await cb.answer(t(f"deposit.check.{deposit.status.value}"))
+                return
+            await cb.answer()
+            await send_deposit_card(cb.message, t, topup, deposit)
+            return
         elif callback_data.action is DepositAction.CANCEL:
             deposit = await topup.cancel(user.id, callback_data.deposit_id)
             toast = t("deposit.cancelled-toast")

@@ -23,7 +23,7 @@ async def _page(db: Database, t: Translator, user_id: int, page: int) -> tuple[s
     if not 0 <= page < pages:
         return None
     items = await deposits.for_user(db.reader, user_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    return views.history_text(t, items, page, pages), views.history_keyboard(t, page, pages)
+    return views.history_text(t, items, page, pages), views.history_keyboard(t, page, pages, items)
 
 
 async def history_command(message: Message, user: User, t: Translator, db: Database) -> None:
