@@ -24,12 +24,22 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiohttp's access log and aiogram's event log would print every update; keep the useful parts.
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+
     from bot.app import run_polling  # imported late so a config error prints before heavy imports
 
     try:
         asyncio.run(run_polling(settings))
     except KeyboardInterrupt:
         pass
+    except TelegramUnauthorizedError:
+        print("Configuration error: Telegram refused BOT_TOKEN; copy the token again from @BotFather "
+              "(/mybots, API Token) into .env", file=sys.stderr)
+        return 2
+    except TelegramNetworkError as exc:
+        print(f"Cannot reach the Telegram Bot API at {settings.telegram_api_url} ({exc.message}); check the "
+              "network or TELEGRAM_API_URL", file=sys.stderr)
+        return 2
     return 0
 
 

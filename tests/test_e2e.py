@@ -272,3 +272,19 @@ def test_missing_smsonline_key_exits_2_naming_it(tmp_path: Path):
     result = run_bot_expecting_exit(env)
     assert result.returncode == 2
     assert "SMSONLINE_API_KEY" in result.stderr
+
+
+async def test_a_token_telegram_refuses_exits_2_with_a_fix(tmp_path: Path):
+    async with FakeBotAPI() as api:
+        api.fail_next("getMe", status=401, description="Unauthorized", count=5)
+        env = bot_env(tmp_path, TELEGRAM_API_URL=api.base_url, SMSONLINE_API_URL="http://127.0.0.1:9")
+        bot = await BotProcess.start(env, tmp_path / "bot.log")
+        try:
+            code = await asyncio.wait_for(bot.proc.wait(), 30)
+        finally:
+            await bot.kill()
+        log = bot.log()
+        print(log)
+        assert code == 2
+        assert "Telegram refused BOT_TOKEN" in log and "@BotFather" in log
+        assert "Traceback" not in log and TOKEN not in log
