@@ -121,7 +121,7 @@ def _flow_button(t: Translator, action: FlowAction) -> InlineKeyboardButton:
 
 def qr_png(address: str) -> bytes:
     buffer = io.BytesIO()
-    segno.make(address, error="m").save(buffer, kind="png", scale=8, border=2)
+    segno.make(address, error="m").save(buffer, kind="png", scale=10, border=4)  # 4: the quiet zone scanners need
     return buffer.getvalue()
 
 
