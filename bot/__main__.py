@@ -16,6 +16,10 @@ from bot.i18n import shipped_locales
 def main() -> int:
     # .env in the directory the bot is started from; a real environment variable wins over it.
     load_dotenv(Path.cwd() / ".env")
+    if sys.argv[1:2] == ["coupons"]:
+        from bot.cli import run_coupons
+
+        return run_coupons(sys.argv[2:])
     try:
         settings = load_settings(os.environ, available_locales=shipped_locales())
     except ConfigError as exc:

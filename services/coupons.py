@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 
-from services.store import Coupon, Database
+from services.money import AmountError, parse_usd
+from services.store import Coupon, CouponKind, Database
 from services.store import coupons as coupon_repo
 
 _CODE_RE = re.compile(r"[A-Za-z0-9_-]{2,32}", re.ASCII)
@@ -71,3 +73,92 @@ async def choose_coupon(db: Database, *, code: str, user_id: int, amount_cents: 
     if amount_cents < coupon.min_amount_cents:
         raise CouponError(CouponProblem.BELOW_MIN, min_amount_cents=coupon.min_amount_cents)
     return CouponChoice(code=coupon.code, coupon=coupon, bonus_cents=coupon.bonus_for(amount_cents))
+
+
+class CouponSpecProblem(str, Enum):
+    USAGE = "usage"
+    CODE = "code"
+    VALUE = "value"
+    USES = "uses"
+    DATE = "date"
+    MIN_AMOUNT = "min"
+
+
+class CouponSpecError(ValueError):
+    def __init__(self, problem: CouponSpecProblem, detail: str = "") -> None:
+        super().__init__(f"{problem.value}: {detail}" if detail else problem.value)
+        self.problem = problem
+        self.detail = detail  # the word that was wrong, as typed
+
+
+@dataclass(frozen=True)
+class CouponSpec:
+    """A coupon as an operator describes it: `CODE 10% [uses] [until YYYY-MM-DD] [min AMOUNT]`, or `CODE $5 ...`."""
+
+    code: str
+    kind: CouponKind
+    value: int  # percent, or USD cents
+    max_uses: int | None = None
+    expires_at: int | None = None  # the end of the "until" day, UTC
+    min_amount_cents: int = 0
+
+
+def parse_coupon_spec(text: str) -> CouponSpec:
+    """Parse an operator's coupon line; every mistake names the part that is wrong."""
+    words = text.split()
+    if len(words) < 2:
+        raise CouponSpecError(CouponSpecProblem.USAGE)
+    try:
+        code = normalize_code(words[0])
+    except CouponError:
+        raise CouponSpecError(CouponSpecProblem.CODE, words[0]) from None
+    kind, value = _coupon_value(words[1])
+    max_uses: int | None = None
+    expires_at: int | None = None
+    min_cents = 0
+    rest = words[2:]
+    while rest:
+        word = rest.pop(0).lower()
+        if word == "until" and rest:
+            expires_at = _end_of_day(rest.pop(0))
+        elif word == "min" and rest:
+            amount = rest.pop(0)
+            try:
+                min_cents = parse_usd(amount)
+            except AmountError:
+                raise CouponSpecError(CouponSpecProblem.MIN_AMOUNT, amount) from None
+        elif word.isascii() and word.isdigit() and max_uses is None:
+            max_uses = int(word)
+            if not 0 < max_uses <= 10_000_000:
+                raise CouponSpecError(CouponSpecProblem.USES, word)
+        else:
+            raise CouponSpecError(CouponSpecProblem.USAGE, word)
+    return CouponSpec(code, kind, value, max_uses, expires_at, min_cents)
+
+
+def _coupon_value(word: str) -> tuple[CouponKind, int]:
+    if word.endswith("%"):
+        number = word[:-1]
+        if number.isascii() and number.isdigit() and 0 < int(number) <= 100:
+            return CouponKind.PERCENT, int(number)
+        raise CouponSpecError(CouponSpecProblem.VALUE, word)
+    try:
+        return CouponKind.FIXED, parse_usd(word)
+    except AmountError:
+        raise CouponSpecError(CouponSpecProblem.VALUE, word) from None
+
+
+def _end_of_day(word: str) -> int:
+    try:
+        day = datetime.strptime(word, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise CouponSpecError(CouponSpecProblem.DATE, word) from None
+    return int((day + timedelta(days=1)).timestamp()) - 1
+
+
+async def add_coupon(db: Database, spec: CouponSpec, *, created_by: int | None = None) -> int | None:
+    """Create the coupon; None if a coupon with that code exists already."""
+    async with db.transaction() as tx:
+        return await coupon_repo.create(tx, code=spec.code, kind=spec.kind, value=spec.value, max_uses=spec.max_uses,
+                                        min_amount_cents=spec.min_amount_cents, expires_at=spec.expires_at,
+                                        created_by=created_by)

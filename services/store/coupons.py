@@ -29,6 +29,10 @@ async def get(conn: aiosqlite.Connection, coupon_id: int) -> Coupon | None:
     return Coupon.from_row(row) if row else None
 
 
+async def set_active(conn: aiosqlite.Connection, code: str, active: bool) -> bool:
+    return await execute(conn, "UPDATE coupons SET active = ? WHERE code = ?", (int(active), code)) == 1
+
+
 async def all_coupons(conn: aiosqlite.Connection) -> list[Coupon]:
     return [Coupon.from_row(r) for r in await fetch_all(conn, "SELECT * FROM coupons ORDER BY id DESC")]
 
