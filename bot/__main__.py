@@ -30,10 +30,10 @@ def main() -> int:
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 
-    from bot.app import run_polling  # imported late so a config error prints before heavy imports
+    from bot.app import run  # imported late so a config error prints before heavy imports
 
     try:
-        asyncio.run(run_polling(settings))
+        asyncio.run(run(settings))
     except KeyboardInterrupt:
         pass
     except TelegramUnauthorizedError:

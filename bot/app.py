@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -14,20 +15,27 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.memory import SimpleEventIsolation
 from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, ErrorEvent
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiohttp import web
 
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.fsm_storage import SQLiteStorage
 from bot.i18n import Locales
 from bot.middlewares import UserContextMiddleware
+from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app
 from handlers import build_routers
-from services.gateways.base import Gateway
+from services.gateways.base import Gateway, GatewayError
+from services.gateways.cryptomus import CryptomusGateway
 from services.gateways.sandbox import SandboxGateway
+from services.gateways.smartcloudpay import SmartCloudPayGateway
 from services.gateways.smsonline import SMSOnlineGateway
 from services.matrix import Matrix
 from services.reconciler import Reconciler
 from services.settlement import Settler
+from services.webhooks import CallbackInbox, CallbackPolicy
 from services.store import Database
+from services.store.settings import get_or_create_secret
 from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService
 
 log = logging.getLogger(__name__)
@@ -35,11 +43,35 @@ log = logging.getLogger(__name__)
 USER_COMMANDS = ("start", "topup", "balance", "history", "language", "help", "cancel")
 
 
-def build_gateway(settings: Settings) -> Gateway:
+PAIR_REFRESH_SECONDS = 30 * 60
+
+
+async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, dict[str, CallbackPolicy]]:
+    """The configured gateway, and the checks its callbacks must pass."""
+    public = settings.public_url
     if settings.payment_gateway == "smsonline":
         return SMSOnlineGateway(settings.smsonline_api_url, settings.smsonline_user_id,
-                                settings.smsonline_api_key.value)
-    return SandboxGateway()
+                                settings.smsonline_api_key.value), {}
+    if settings.payment_gateway == "cryptomus":
+        if public is None:
+            log.warning("PUBLIC_URL is not set: Cryptomus can't call back, payments are confirmed by polling only")
+        gateway = CryptomusGateway(settings.cryptomus_api_url, settings.cryptomus_merchant_id,
+                                   settings.cryptomus_api_key.value,
+                                   callback_url=f"{public}/webhooks/cryptomus" if public else None)
+        return gateway, {"cryptomus": CallbackPolicy(allowed_sources=settings.cryptomus_webhook_ips)}
+    if settings.payment_gateway == "smartcloudpay":
+        # Its callbacks are unsigned: a secret in the URL keeps strangers from even triggering a look-up.
+        token = (settings.smartcloudpay_callback_token.value if settings.smartcloudpay_callback_token
+                 else await get_or_create_secret(db, "smartcloudpay_callback_token"))
+        if public is None:
+            log.warning("PUBLIC_URL is not set: Smart CloudPay can't call back, payments are confirmed by polling only")
+        gateway = SmartCloudPayGateway(
+            settings.smartcloudpay_api_url, settings.smartcloudpay_api_key.value, settings.smartcloudpay_merchant_id,
+            notification_email=settings.smartcloudpay_notify_email, pairs=settings.smartcloudpay_pairs,
+            origin=settings.smartcloudpay_origin,
+            callback_url=f"{public}/webhooks/smartcloudpay?token={token}" if public else None)
+        return gateway, {"smartcloudpay": CallbackPolicy(token=token)}
+    return SandboxGateway(), {}
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -59,19 +91,40 @@ class Application:
     settler: Settler
     reconciler: Reconciler
     dispatcher: Dispatcher
+    matrix: Matrix
+    web_app: web.Application
+
+    async def refresh_pairs_forever(self) -> None:
+        """Keep the offered pairs in step with the gateway (Cryptomus); the last good list stays on failure."""
+        refresh = getattr(self.gateway, "refresh_pairs", None)
+        if refresh is None:
+            return
+        while True:
+            await asyncio.sleep(PAIR_REFRESH_SECONDS)
+            await self.refresh_pairs_once()
+
+    async def refresh_pairs_once(self) -> None:
+        refresh = getattr(self.gateway, "refresh_pairs", None)
+        if refresh is None:
+            return
+        try:
+            self.matrix.replace_gateway_pairs(await refresh())
+        except GatewayError as exc:
+            log.warning("could not refresh the %s pairs (keeping the last list): %s", self.gateway.name,
+                        exc.operator_detail)
 
     async def close(self) -> None:
         await self.gateway.close()
         await self.db.close()
 
 
-async def build_application(settings: Settings, *, gateway: Gateway | None = None) -> Application:
+async def build_application(settings: Settings, *, gateway: Gateway | None = None,
+                            policies: dict[str, CallbackPolicy] | None = None) -> Application:
     db = Database(settings.database_path)
     await db.connect()
-    gateway = gateway or build_gateway(settings)
+    if gateway is None:
+        gateway, policies = await build_gateway(settings, db)
     matrix = Matrix(gateway.pairs, settings.allowed_pairs)
-    if not len(matrix):
-        raise RuntimeError("ALLOWED_PAIRS leaves no coin/network pair that the gateway supports")
     locales = Locales(settings.default_locale)
     settler = Settler(db, admin_chat_id=settings.admin_chat_id)
     topup = TopupService(db, gateway, matrix, settler, settings.amount_limits, admin_chat_id=settings.admin_chat_id,
@@ -89,7 +142,14 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     dispatcher.callback_query.outer_middleware(context)
     dispatcher.include_routers(*build_routers())
     dispatcher.errors.register(on_error)
-    return Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher)
+    inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
+                          trusted_proxies=settings.trusted_proxies, policies=policies or {})
+    app = Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher, matrix,
+                      build_web_app(db, gateway, inbox))
+    await app.refresh_pairs_once()
+    if not len(matrix):
+        raise RuntimeError("ALLOWED_PAIRS leaves no coin/network pair that the gateway offers")
+    return app
 
 
 async def on_error(event: ErrorEvent, locales: Locales) -> bool:
@@ -115,23 +175,31 @@ async def set_commands(bot: Bot, locales: Locales) -> None:
         await bot.set_my_commands(commands, scope=BotCommandScopeAllPrivateChats(), language_code=language)
 
 
-async def run_polling(settings: Settings) -> None:
+async def run(settings: Settings) -> None:
+    """Run the bot: the listener always (callbacks, /healthz), and Telegram by long polling or webhook."""
     app = await build_application(settings)
     bot = build_bot(settings)
     delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox)
     app.settler.after_commit = delivery.wake
     tasks: list[asyncio.Task[Any]] = []
+    allowed_updates = app.dispatcher.resolve_used_update_types()
+    webhook_secret = await attach_telegram_webhook(app, bot) if settings.telegram_webhook else None
 
     async def on_startup() -> None:
         me = await bot.get_me()
         log.info("bot @%s started; gateway %s; database %s", me.username, app.gateway.name, settings.database_path)
-        await bot.delete_webhook(drop_pending_updates=False)
+        if webhook_secret is not None:
+            await bot.set_webhook(f"{settings.public_url}{TELEGRAM_WEBHOOK_PATH}", secret_token=webhook_secret,
+                                  allowed_updates=allowed_updates, drop_pending_updates=False)
+        else:
+            await bot.delete_webhook(drop_pending_updates=False)
         try:
             await set_commands(bot, app.locales)
         except Exception:  # noqa: BLE001 - a missing command menu must not stop the bot
             log.warning("could not set the command menu", exc_info=True)
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))
         tasks.append(asyncio.create_task(delivery.run_forever(), name="delivery"))
+        tasks.append(asyncio.create_task(app.refresh_pairs_forever(), name="pairs"))
 
     async def on_shutdown() -> None:
         for task in tasks:
@@ -140,8 +208,34 @@ async def run_polling(settings: Settings) -> None:
 
     app.dispatcher.startup.register(on_startup)
     app.dispatcher.shutdown.register(on_shutdown)
+    runner = web.AppRunner(app.web_app, access_log=None)
+    await runner.setup()
     try:
-        await app.dispatcher.start_polling(bot, allowed_updates=app.dispatcher.resolve_used_update_types())
+        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+        log.info("listening on %s:%s", settings.web_host, settings.web_port)
+        if webhook_secret is None:
+            await app.dispatcher.start_polling(bot, allowed_updates=allowed_updates)
+        else:
+            await _serve_until_signalled()
     finally:
+        await runner.cleanup()  # in webhook mode this also runs the dispatcher's shutdown
         await bot.session.close()
         await app.close()
+
+
+async def attach_telegram_webhook(app: Application, bot: Bot) -> str:
+    """Serve Telegram's updates on the listener; returns the secret Telegram must send with each one."""
+    configured = app.settings.telegram_webhook_secret
+    secret = configured.value if configured else await get_or_create_secret(app.db, "telegram_webhook_secret")
+    SimpleRequestHandler(dispatcher=app.dispatcher, bot=bot, secret_token=secret).register(
+        app.web_app, path=TELEGRAM_WEBHOOK_PATH)
+    setup_application(app.web_app, app.dispatcher, bot=bot)
+    return secret
+
+
+async def _serve_until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from services.matrix import ConfigPairError, Pair, parse_pair_filter
+from services.matrix import GATEWAY_NETWORK_CODES, ConfigPairError, Pair, parse_pair_filter
 from services.money import AmountError, AmountLimits, parse_usd
 from services.store.db import path_from_url
+from services.webhooks import IPNetwork, parse_networks
 
 GATEWAYS = ("sandbox", "smsonline", "cryptomus", "smartcloudpay")
-IMPLEMENTED_GATEWAYS = ("sandbox", "smsonline")
 _TOKEN_RE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{5,}", re.ASCII)
 
 
@@ -43,6 +43,20 @@ class Settings:
     smsonline_api_url: str = "https://api-x.smsonline.cloud"
     smsonline_user_id: str = ""
     smsonline_api_key: Secret = Secret("")
+    cryptomus_api_url: str = "https://api.cryptomus.com"
+    cryptomus_merchant_id: str = ""
+    cryptomus_api_key: Secret = Secret("")
+    cryptomus_webhook_ips: frozenset[IPNetwork] | None = None
+    smartcloudpay_api_url: str = "https://www.smartcloudpay.com/api"
+    smartcloudpay_api_key: Secret = Secret("")
+    smartcloudpay_merchant_id: str = ""
+    smartcloudpay_notify_email: str = ""
+    smartcloudpay_pairs: frozenset[Pair] = frozenset()
+    smartcloudpay_origin: str | None = None
+    smartcloudpay_callback_token: Secret | None = None
+    trusted_proxies: frozenset[IPNetwork] = frozenset()
+    telegram_webhook: bool = False
+    telegram_webhook_secret: Secret | None = None
     web_host: str = "0.0.0.0"
     web_port: int = 8080
     public_url: str | None = None
@@ -69,9 +83,6 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     gateway = get("PAYMENT_GATEWAY", "sandbox").lower()
     if gateway not in GATEWAYS:
         raise ConfigError(f"PAYMENT_GATEWAY={gateway!r} is not one of: {', '.join(GATEWAYS)}")
-    if gateway not in IMPLEMENTED_GATEWAYS:
-        raise ConfigError(f"PAYMENT_GATEWAY={gateway} is not available in this version yet; "
-                          f"use one of: {', '.join(IMPLEMENTED_GATEWAYS)}")
 
     smsonline_user = get("SMSONLINE_USER_ID")
     smsonline_key = get("SMSONLINE_API_KEY")
@@ -80,6 +91,36 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
             if not value:
                 raise ConfigError(f"{name} is required when PAYMENT_GATEWAY=smsonline: copy it from your "
                                   "SMSOnline account's API settings")
+
+    _require_for(gateway, "cryptomus", env, ("CRYPTOMUS_MERCHANT_ID", "the merchant UUID from Cryptomus' merchant "
+                                             "settings"), ("CRYPTOMUS_API_KEY", "the merchant's payment API key"))
+    _require_for(gateway, "smartcloudpay", env, ("SMARTCLOUDPAY_API_KEY", "the sk_... key from the Merchant "
+                                                 "Dashboard"), ("SMARTCLOUDPAY_MERCHANT_ID", "your merchant id"),
+                 ("SMARTCLOUDPAY_NOTIFY_EMAIL", "the address Smart CloudPay sends invoice notices to"))
+
+    telegram_webhook = _bool(get("TELEGRAM_WEBHOOK", "false"), "TELEGRAM_WEBHOOK")
+    public_url = get("PUBLIC_URL") or None
+    if public_url is not None:
+        _http_url(public_url, "PUBLIC_URL")
+    if telegram_webhook and (public_url is None or not public_url.startswith("https://")):
+        raise ConfigError("TELEGRAM_WEBHOOK=true needs PUBLIC_URL set to the https:// address Telegram can reach "
+                          "(e.g. https://bot.example.com); or leave TELEGRAM_WEBHOOK=false for long polling")
+    webhook_secret = get("TELEGRAM_WEBHOOK_SECRET")
+    if webhook_secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", webhook_secret):
+        raise ConfigError("TELEGRAM_WEBHOOK_SECRET may use only letters, digits, _ and - (1 to 256 characters); "
+                          "or leave it empty and the bot generates one")
+    callback_token = get("SMARTCLOUDPAY_CALLBACK_TOKEN")
+    if callback_token and not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", callback_token):
+        raise ConfigError("SMARTCLOUDPAY_CALLBACK_TOKEN must be 16 to 128 letters, digits, _ or -; "
+                          "or leave it empty and the bot generates one")
+    try:
+        scp_pairs = parse_pair_filter(get("SMARTCLOUDPAY_PAIRS", "USDT:BSC,USDT:TRON,BNB:BSC")) or frozenset()
+    except ConfigPairError as exc:
+        raise ConfigError(f"SMARTCLOUDPAY_PAIRS: {exc}; write pairs like USDT:BSC,USDT:TRON,BNB:BSC") from None
+    unsupported = [str(p) for p in scp_pairs if p.network not in GATEWAY_NETWORK_CODES["smartcloudpay"]]
+    if unsupported:
+        raise ConfigError(f"SMARTCLOUDPAY_PAIRS: no Smart CloudPay network for {', '.join(sorted(unsupported))} "
+                          f"(it has: {', '.join(GATEWAY_NETWORK_CODES['smartcloudpay'])})")
 
     min_cents = _usd(get("MIN_AMOUNT_USD", "1"), "MIN_AMOUNT_USD")
     max_cents = _usd(get("MAX_AMOUNT_USD", "10000"), "MAX_AMOUNT_USD")
@@ -105,10 +146,6 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     except ValueError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
 
-    public_url = get("PUBLIC_URL") or None
-    if public_url is not None:
-        _http_url(public_url, "PUBLIC_URL")
-
     log_level = get("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -125,6 +162,21 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         smsonline_api_url=_http_url(get("SMSONLINE_API_URL", "https://api-x.smsonline.cloud"), "SMSONLINE_API_URL"),
         smsonline_user_id=smsonline_user,
         smsonline_api_key=Secret(smsonline_key),
+        cryptomus_api_url=_http_url(get("CRYPTOMUS_API_URL", "https://api.cryptomus.com"), "CRYPTOMUS_API_URL"),
+        cryptomus_merchant_id=get("CRYPTOMUS_MERCHANT_ID"),
+        cryptomus_api_key=Secret(get("CRYPTOMUS_API_KEY")),
+        cryptomus_webhook_ips=_networks(get("CRYPTOMUS_WEBHOOK_IPS"), "CRYPTOMUS_WEBHOOK_IPS") or None,
+        smartcloudpay_api_url=_http_url(get("SMARTCLOUDPAY_API_URL", "https://www.smartcloudpay.com/api"),
+                                        "SMARTCLOUDPAY_API_URL"),
+        smartcloudpay_api_key=Secret(get("SMARTCLOUDPAY_API_KEY")),
+        smartcloudpay_merchant_id=get("SMARTCLOUDPAY_MERCHANT_ID"),
+        smartcloudpay_notify_email=get("SMARTCLOUDPAY_NOTIFY_EMAIL"),
+        smartcloudpay_pairs=scp_pairs,
+        smartcloudpay_origin=get("SMARTCLOUDPAY_ORIGIN") or None,
+        smartcloudpay_callback_token=Secret(callback_token) if callback_token else None,
+        trusted_proxies=_networks(get("TRUSTED_PROXIES"), "TRUSTED_PROXIES"),
+        telegram_webhook=telegram_webhook,
+        telegram_webhook_secret=Secret(webhook_secret) if webhook_secret else None,
         web_host=get("WEB_HOST", "0.0.0.0"),
         web_port=_port(get("WEB_PORT", "8080")),
         public_url=public_url,
@@ -135,6 +187,29 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         allowed_pairs=allowed,
         log_level=log_level,
     )
+
+
+def _require_for(gateway: str, needed_by: str, env: Mapping[str, str], *names: tuple[str, str]) -> None:
+    if gateway != needed_by:
+        return
+    for name, what in names:
+        if not env.get(name, "").strip():
+            raise ConfigError(f"{name} is required when PAYMENT_GATEWAY={needed_by}: set it to {what}")
+
+
+def _bool(text: str, name: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={text!r} is not true or false")
+
+
+def _networks(text: str, name: str) -> frozenset[IPNetwork]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}; write addresses or networks like 91.227.144.54, 10.0.0.0/8") from None
 
 
 def _usd(text: str, name: str) -> int:

@@ -42,6 +42,30 @@ NETWORK_TITLES: dict[str, str] = {
 }
 
 
+# Each gateway's own network codes for our networks: the one translation table (reference section 4).
+GATEWAY_NETWORK_CODES: dict[str, dict[str, str]] = {
+    "smsonline": {network: network for nets in SUPPORTED_MATRIX.values() for network in nets},
+    "cryptomus": {
+        "TRON": "tron", "BSC": "bsc", "ETH": "eth", "POLYGON": "polygon", "ARBITRUM": "arbitrum",
+        "AVALANCHE": "avalanche", "SOL": "sol", "TON": "ton", "BTC": "btc", "LTC": "ltc", "XMR": "xmr",
+        "DASH": "dash", "DOGE": "doge", "BCH": "bch",
+    },
+    "smartcloudpay": {"BSC": "bsc", "TRON": "tron", "ETH": "evm"},
+}
+
+
+def gateway_network(gateway: str, network: str) -> str:
+    return GATEWAY_NETWORK_CODES[gateway][network]
+
+
+def network_from_gateway(gateway: str, code: str) -> str | None:
+    """Our network for a gateway's code (case-insensitive), or None if we don't offer it."""
+    for ours, theirs in GATEWAY_NETWORK_CODES[gateway].items():
+        if theirs.lower() == code.lower():
+            return ours
+    return None
+
+
 @dataclass(frozen=True, order=True)
 class Pair:
     coin: str
@@ -86,9 +110,15 @@ class Matrix:
     """The pairs offered to users: supported matrix ∩ what the gateway takes ∩ what the operator allows."""
 
     def __init__(self, gateway_pairs: frozenset[Pair], operator_filter: frozenset[Pair] | None = None) -> None:
+        self._operator_filter = operator_filter
+        self._pairs: list[Pair] = []
+        self.replace_gateway_pairs(gateway_pairs)
+
+    def replace_gateway_pairs(self, gateway_pairs: frozenset[Pair]) -> None:
+        """Take a fresh list from the gateway (Cryptomus reports which pairs are available right now)."""
         allowed = [p for p in all_pairs() if p in gateway_pairs]
-        if operator_filter is not None:
-            allowed = [p for p in allowed if p in operator_filter]
+        if self._operator_filter is not None:
+            allowed = [p for p in allowed if p in self._operator_filter]
         self._pairs = allowed
 
     def coins(self) -> list[str]:

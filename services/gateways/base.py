@@ -1,6 +1,7 @@
 """The one protocol every payment gateway implements, and the errors it may raise."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -86,9 +87,77 @@ class Gateway(Protocol):
     accepts_coupon_codes: bool
     pairs: frozenset[Pair]
     lifetime_seconds: int  # how long a deposit address is valid when the gateway does not say
+    health: GatewayHealth
 
     async def create_deposit(self, request: DepositRequest) -> CreatedDeposit: ...
 
     async def fetch_payment(self, order_id: str) -> PaymentUpdate: ...
 
     async def close(self) -> None: ...
+
+
+class WebhookGateway(Gateway, Protocol):
+    """A gateway that calls us back. Reading a callback is pure: no I/O, so it can be tested and fuzzed alone."""
+
+    def read_webhook(self, body: bytes) -> WebhookReading: ...
+
+
+class CancellableGateway(Gateway, Protocol):
+    async def cancel_deposit(self, order_id: str) -> None: ...
+
+
+class RefreshingGateway(Gateway, Protocol):
+    """A gateway whose offered pairs and limits change (Cryptomus): refreshed at start and periodically."""
+
+    limits: dict[Pair, PairLimits]
+
+    async def refresh_pairs(self) -> frozenset[Pair]: ...
+
+
+class AmountRejected(GatewayError):
+    """The gateway's own minimum or maximum for this pair; `limit` is its wording (e.g. "0.5 USDT")."""
+
+    def __init__(self, operator_detail: str, *, minimum: str | None = None, maximum: str | None = None) -> None:
+        super().__init__(operator_detail)
+        self.minimum = minimum
+        self.maximum = maximum
+
+
+@dataclass(frozen=True)
+class PairLimits:
+    """A gateway's per-pair limits, in coin units (Cryptomus reports them so)."""
+
+    min_amount: Decimal | None
+    max_amount: Decimal | None
+
+
+class WebhookVerdict(str, Enum):
+    SETTLE = "settle"            # verified: settle `update` as it is
+    REFETCH = "refetch"          # unauthenticated hint: ask the gateway about `order_id`, settle what it says
+    BAD_REQUEST = "bad_request"  # not JSON, or required fields missing
+    BAD_SIGNATURE = "bad_signature"
+    IGNORED = "ignored"          # valid, but nothing for us (e.g. a payout or static-wallet event)
+
+
+@dataclass(frozen=True)
+class WebhookReading:
+    verdict: WebhookVerdict
+    update: PaymentUpdate | None = None
+    order_id: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class GatewayHealth:
+    """When the gateway last answered usefully, and its latest failure: for /healthz and the admin chat."""
+
+    last_ok_at: float | None = None
+    last_error_at: float | None = None
+    last_error: str | None = None
+
+    def ok(self) -> None:
+        self.last_ok_at = time.time()
+
+    def failed(self, detail: str) -> None:
+        self.last_error_at = time.time()
+        self.last_error = detail[:300]

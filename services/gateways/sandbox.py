@@ -5,7 +5,7 @@ import hashlib
 import time
 from decimal import Decimal
 
-from services.gateways.base import CreatedDeposit, DepositRequest, PaymentState, PaymentUpdate
+from services.gateways.base import CreatedDeposit, DepositRequest, GatewayHealth, PaymentState, PaymentUpdate
 from services.matrix import all_pairs
 from services.money import cents_to_decimal
 
@@ -25,6 +25,7 @@ class SandboxGateway:
 
     def __init__(self) -> None:
         self.pairs = frozenset(all_pairs())
+        self.health = GatewayHealth()
 
     async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
         usd = cents_to_decimal(request.amount_cents)

@@ -17,7 +17,9 @@ import aiohttp
 from services.gateways.base import (
     CouponRejected,
     CreatedDeposit,
+    GatewayError,
     DepositRequest,
+    GatewayHealth,
     GatewayMisconfigured,
     GatewayUnavailable,
     PairUnavailable,
@@ -56,6 +58,7 @@ class SMSOnlineGateway:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._logged_unknown: set[str] = set()
+        self.health = GatewayHealth()
         self.pairs = frozenset(Pair(c, n) for c, nets in SUPPORTED_MATRIX.items() for n in nets)
 
     def _customer_url(self, *parts: str) -> str:
@@ -104,8 +107,10 @@ class SMSOnlineGateway:
                 text = await response.text(errors="replace")
                 status = response.status
         except asyncio.TimeoutError as exc:
+            self.health.failed(f"{what}: timed out")
             raise GatewayUnavailable(f"SMSOnline {what}: timed out") from exc
         except aiohttp.ClientError as exc:
+            self.health.failed(f"{what}: {type(exc).__name__}")
             raise GatewayUnavailable(f"SMSOnline {what}: {type(exc).__name__}") from exc
         # Raw bodies are logged for audit; they never contain our key (it is only in the request).
         log.info("smsonline %s answered %s: %s", what, status, text[:2000])
@@ -116,6 +121,15 @@ class SMSOnlineGateway:
         return status, body
 
     def _unwrap(self, status: int, body: Any, *, what: str) -> Any:
+        try:
+            result = self._check(status, body, what=what)
+        except GatewayError as exc:
+            self.health.failed(exc.operator_detail)
+            raise
+        self.health.ok()
+        return result
+
+    def _check(self, status: int, body: Any, *, what: str) -> Any:
         if status == 401:
             raise GatewayMisconfigured(f"SMSOnline {what}: user verification failed (check SMSONLINE_USER_ID and "
                                        f"SMSONLINE_API_KEY): {_describe(body)}")

@@ -141,6 +141,27 @@ _V1 = [
     """,
 ]
 
+# v2: every gateway callback, stored raw before it is judged, so an operator can audit what arrived.
+_V2 = [
+    """
+    CREATE TABLE callbacks (
+        id          INTEGER PRIMARY KEY,
+        source      TEXT NOT NULL,               -- the endpoint: cryptomus, smartcloudpay
+        received_at INTEGER NOT NULL,
+        peer        TEXT,                        -- the TCP peer
+        client_ip   TEXT,                        -- the client, behind a trusted proxy
+        headers     TEXT NOT NULL DEFAULT '{}',  -- the headers of interest
+        body        BLOB NOT NULL,               -- exactly the bytes received
+        verdict     TEXT,                        -- how it was judged (see services/webhooks.py)
+        detail      TEXT,
+        order_id    TEXT,
+        http_status INTEGER
+    )
+    """,
+    "CREATE INDEX callbacks_order ON callbacks(source, order_id)",
+]
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
+    (2, _V2),
 ]

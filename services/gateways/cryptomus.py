@@ -1,0 +1,296 @@
+"""Cryptomus merchant API: signed invoices in USD paid in a coin, confirmed by signed webhooks and polling.
+
+Contract: shared/reference/payment-apis.md section 2. Requests are serialised once, signed, and those
+exact bytes are sent; webhooks are verified the PHP way (slashes escaped), in constant time.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from decimal import ROUND_CEILING
+from typing import Any
+
+import aiohttp
+
+from services.gateways.base import (
+    AmountRejected,
+    CreatedDeposit,
+    DepositRequest,
+    GatewayError,
+    GatewayHealth,
+    GatewayMisconfigured,
+    GatewayUnavailable,
+    PairLimits,
+    PairUnavailable,
+    PaymentState,
+    PaymentUpdate,
+    WebhookReading,
+    WebhookVerdict,
+)
+from services.matrix import GATEWAY_NETWORK_CODES, Pair, all_pairs, gateway_network, network_from_gateway
+from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
+
+log = logging.getLogger(__name__)
+
+NAME = "cryptomus"
+_PAID = {"paid", "paid_over"}
+_FAILED = {"fail", "system_fail"}
+_REFUNDED = {"refund_process", "refund_fail", "refund_paid"}
+_KNOWN_PENDING = {"check", "process", "confirm_check", "wrong_amount_waiting"}
+_LIMIT_RE = re.compile(r"(Minimum|Maximum) amount ([0-9.]+ ?[A-Za-z0-9]*)", re.IGNORECASE)
+_PAIR_ERRORS = ("network was not found", "currency was not found", "not found service")
+_OPERATOR_ERRORS = ("you are forbidden", "wallet not found")
+
+
+def php_json(data: Any) -> str:
+    """The bytes PHP's json_encode($data, JSON_UNESCAPED_UNICODE) gives: compact, raw UTF-8, `/` escaped."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("/", "\\/")
+
+
+def sign(payload: str | bytes, key: str) -> str:
+    raw = payload.encode("utf-8") if isinstance(payload, str) else payload
+    return hashlib.md5(base64.b64encode(raw) + key.encode("utf-8")).hexdigest()  # noqa: S324 - their scheme
+
+
+def verify_webhook(body: bytes, payment_key: str) -> dict[str, Any] | None:
+    """The webhook's data if its `sign` matches (reference 2.9); None for anything else."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    received = data.pop("sign", None)
+    if not isinstance(received, str) or data.get("type") not in ("payment", "wallet"):
+        return None
+    expected = sign(php_json(data), payment_key)
+    return data if hmac.compare_digest(expected, received.lower()) else None
+
+
+class CryptomusGateway:
+    name = NAME
+    is_sandbox = False
+    accepts_coupon_codes = False
+    lifetime_seconds = 60 * 60
+
+    def __init__(self, api_url: str, merchant_id: str, payment_key: str, *, callback_url: str | None,
+                 timeout_seconds: float = 20.0) -> None:
+        self._base = api_url.rstrip("/")
+        self._merchant = merchant_id
+        self._key = payment_key
+        self._callback_url = callback_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+        self._logged_unknown: set[str] = set()
+        self.health = GatewayHealth()
+        # Until the services list answers, offer what Cryptomus can name; refresh_pairs narrows it.
+        codes = GATEWAY_NETWORK_CODES[NAME]
+        self.pairs = frozenset(p for p in all_pairs() if p.network in codes)
+        self.limits: dict[Pair, PairLimits] = {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # --- requests ---
+
+    async def _post(self, path: str, data: dict[str, Any] | None, *, what: str) -> Any:
+        body = php_json(data) if data else ""
+        headers = {"merchant": self._merchant, "sign": sign(body, self._key),
+                   "Content-Type": "application/json;charset=UTF-8", "Accept": "application/json"}
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(f"{self._base}{path}", data=body.encode("utf-8"),
+                                          headers=headers) as response:
+                text = await response.text(errors="replace")
+                status = response.status
+        except asyncio.TimeoutError as exc:
+            self.health.failed(f"{what}: timed out")
+            raise GatewayUnavailable(f"Cryptomus {what}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            self.health.failed(f"{what}: {type(exc).__name__}")
+            raise GatewayUnavailable(f"Cryptomus {what}: {type(exc).__name__}") from exc
+        log.info("cryptomus %s answered %s: %s", what, status, text[:2000])
+        try:
+            answer = json.loads(text) if text else None
+        except ValueError:
+            answer = None
+        try:
+            result = self._unwrap(status, answer, text, what=what)
+        except GatewayError as exc:
+            self.health.failed(exc.operator_detail)
+            raise
+        self.health.ok()
+        return result
+
+    def _unwrap(self, status: int, answer: Any, text: str, *, what: str) -> Any:
+        message = _message(answer)
+        lowered = message.lower()
+        if status in (401, 403) or any(e in lowered for e in _OPERATOR_ERRORS):
+            raise GatewayMisconfigured(f"Cryptomus {what}: refused (check CRYPTOMUS_MERCHANT_ID and "
+                                       f"CRYPTOMUS_API_KEY): HTTP {status} {message or text[:200]}")
+        if any(e in lowered for e in _PAIR_ERRORS):
+            raise PairUnavailable(f"Cryptomus {what}: {message}")
+        limit = _LIMIT_RE.search(message)
+        if limit:
+            bound = limit.group(2).strip()
+            is_min = limit.group(1).lower() == "minimum"
+            raise AmountRejected(f"Cryptomus {what}: {message}", minimum=bound if is_min else None,
+                                 maximum=None if is_min else bound)
+        if status >= 500 or status == 429:
+            raise GatewayUnavailable(f"Cryptomus {what}: HTTP {status}: {message or text[:200]}")
+        if not isinstance(answer, dict) or answer.get("state") != 0 or "result" not in answer:
+            # 422 validation errors are our bug: the operator sees the detail through the logs.
+            raise GatewayUnavailable(f"Cryptomus {what}: HTTP {status}: {message or text[:200]}")
+        return answer["result"]
+
+    # --- the gateway protocol ---
+
+    async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
+        # A new order id per attempt (reusing one returns the old invoice); at most 32 characters.
+        order_id = f"d{request.deposit_id}-{secrets.token_hex(6)}"
+        data: dict[str, Any] = {
+            "amount": str(cents_to_decimal(request.amount_cents)),
+            "currency": "USD",
+            "order_id": order_id,
+            "to_currency": request.coin,
+            "network": gateway_network(NAME, request.network),
+            "lifetime": self.lifetime_seconds,
+        }
+        if self._callback_url:
+            data["url_callback"] = self._callback_url
+        result = await self._post("/v1/payment", data, what="create invoice")
+        return self._parse_invoice(result, order_id, request)
+
+    def _parse_invoice(self, result: Any, order_id: str, request: DepositRequest) -> CreatedDeposit:
+        if not isinstance(result, dict):
+            raise GatewayUnavailable(f"Cryptomus create invoice: result is not an object: {result!r}"[:300])
+        address = result.get("address")
+        pay_amount = parse_decimal(result.get("payer_amount"))
+        expires = result.get("expired_at")
+        if not (isinstance(address, str) and address.strip() and pay_amount is not None and pay_amount > 0):
+            raise GatewayUnavailable(f"Cryptomus create invoice: no address or amount: {json.dumps(result)[:300]}")
+        if result.get("order_id") not in (None, order_id):
+            raise GatewayUnavailable(f"Cryptomus create invoice: answered for another order {result.get('order_id')!r}")
+        url = result.get("url")
+        return CreatedDeposit(
+            order_id=order_id,
+            address=address.strip(),
+            pay_amount=pay_amount,
+            pay_currency=str(result.get("payer_currency") or request.coin).upper(),
+            expires_at=expires if isinstance(expires, int) and not isinstance(expires, bool) and expires > 0
+            else int(time.time()) + self.lifetime_seconds,
+            payment_url=url if isinstance(url, str) and url.startswith("https://") else None,
+            quoted_cents=request.amount_cents,
+        )
+
+    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+        result = await self._post("/v1/payment/info", {"order_id": order_id}, what="payment info")
+        if not isinstance(result, dict):
+            raise GatewayUnavailable(f"Cryptomus payment info: result is not an object: {result!r}"[:300])
+        return self._update(order_id, result, source="poll")
+
+    def read_webhook(self, body: bytes) -> WebhookReading:
+        data = verify_webhook(body, self._key)
+        if data is None:
+            if _json_object(body) is None:
+                return WebhookReading(WebhookVerdict.BAD_REQUEST, detail="body is not a JSON object")
+            return WebhookReading(WebhookVerdict.BAD_SIGNATURE, detail="sign missing or wrong")
+        if data.get("type") != "payment":
+            return WebhookReading(WebhookVerdict.IGNORED, detail=f"type {data.get('type')!r}")
+        order_id = data.get("order_id")
+        if not isinstance(order_id, str) or not order_id:
+            return WebhookReading(WebhookVerdict.BAD_REQUEST, detail="order_id missing")
+        return WebhookReading(WebhookVerdict.SETTLE, update=self._update(order_id, data, source="webhook"),
+                              order_id=order_id)
+
+    def _update(self, order_id: str, data: dict[str, Any], *, source: str) -> PaymentUpdate:
+        """Map a payment object (info answer or webhook) to what settlement acts on (reference 2.7)."""
+        raw = data.get("status", data.get("payment_status"))
+        status = raw.strip().lower() if isinstance(raw, str) else None
+        final = data.get("is_final") is True
+        paid_usd = parse_decimal(data.get("payment_amount_usd"))
+        paid_cents = decimal_to_cents(paid_usd) if paid_usd is not None else None
+        txid = data.get("txid") if isinstance(data.get("txid"), str) else None
+        if status in _PAID and final:
+            state = PaymentState.PAID
+        elif status == "wrong_amount" and final:
+            # Credited for what was received when Cryptomus says how much; otherwise a person decides.
+            state = PaymentState.UNDERPAID if paid_cents else PaymentState.HELD
+        elif status == "cancel":
+            state = PaymentState.CANCELLED
+        elif status in _FAILED:
+            state = PaymentState.FAILED
+        elif status in _REFUNDED:
+            state = PaymentState.REFUNDED
+        elif status == "locked":
+            state = PaymentState.HELD
+        else:
+            state = PaymentState.PENDING
+            if status not in _KNOWN_PENDING and status not in _PAID and str(status) not in self._logged_unknown:
+                self._logged_unknown.add(str(status))
+                log.warning("cryptomus: unrecognised status %r (is_final %r), treated as pending: %s", raw,
+                            data.get("is_final"), json.dumps(data)[:2000])
+        return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
+                             raw_status=status, source=source, raw=data)
+
+    async def refresh_pairs(self) -> frozenset[Pair]:
+        """Ask which pairs are available now and their limits (reference 2.5); keeps the old list on failure."""
+        result = await self._post("/v1/payment/services", None, what="services")
+        if not isinstance(result, list):
+            raise GatewayUnavailable(f"Cryptomus services: result is not a list: {result!r}"[:300])
+        pairs: set[Pair] = set()
+        limits: dict[Pair, PairLimits] = {}
+        for service in result:
+            if not isinstance(service, dict) or service.get("is_available") is not True:
+                continue
+            coin, code = service.get("currency"), service.get("network")
+            if not isinstance(coin, str) or not isinstance(code, str):
+                continue
+            network = network_from_gateway(NAME, code)
+            if network is None:
+                continue
+            pair = Pair(coin.upper(), network)
+            pairs.add(pair)
+            limit = service.get("limit") if isinstance(service.get("limit"), dict) else {}
+            limits[pair] = PairLimits(parse_decimal(limit.get("min_amount")), parse_decimal(limit.get("max_amount")))
+        self.pairs = frozenset(pairs)
+        self.limits = limits
+        return self.pairs
+
+
+def _message(answer: Any) -> str:
+    if not isinstance(answer, dict):
+        return ""
+    if isinstance(answer.get("message"), str):
+        return answer["message"][:300]
+    errors = answer.get("errors")
+    if isinstance(errors, dict):
+        return "; ".join(f"{field}: {', '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
+                         for field, msgs in errors.items())[:300]
+    return ""
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def usd_limits_in_cents(limits: PairLimits, coin: str) -> tuple[int | None, int | None]:
+    """Stablecoin limits are USD limits (1:1); for other coins we can't convert without a rate."""
+    if coin not in ("USDT", "USDC", "DAI"):
+        return None, None
+    low = None if limits.min_amount is None else int((limits.min_amount * 100).to_integral_value(ROUND_CEILING))
+    high = None if limits.max_amount is None else decimal_to_cents(limits.max_amount)
+    return low, high

@@ -1,0 +1,209 @@
+"""Smart CloudPay invoices: created with a USD total, confirmed only by reading the invoice back from the API.
+
+Contract: shared/reference/payment-apis.md section 3. Its webhooks carry no signature, so a webhook is
+only a hint to ask the API; the response shapes are undocumented, so every field is looked for in the
+places the reference suggests and an invoice without an address is never shown.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from services.gateways.base import (
+    CreatedDeposit,
+    DepositRequest,
+    GatewayError,
+    GatewayHealth,
+    GatewayMisconfigured,
+    GatewayUnavailable,
+    PairUnavailable,
+    PaymentState,
+    PaymentUpdate,
+    WebhookReading,
+    WebhookVerdict,
+)
+from services.matrix import Pair, gateway_network
+from services.money import cents_to_decimal, parse_decimal
+
+log = logging.getLogger(__name__)
+
+NAME = "smartcloudpay"
+DEFAULT_PAIRS = frozenset({Pair("USDT", "BSC"), Pair("USDT", "TRON"), Pair("BNB", "BSC")})
+_CANCELLED = {"cancelled", "canceled", "cancel", "expired"}
+_FAILED = {"failed", "fail"}
+
+
+class SmartCloudPayGateway:
+    name = NAME
+    is_sandbox = False
+    accepts_coupon_codes = False
+    lifetime_seconds = 60 * 60  # the invoice lifetime is undocumented: our own deadline
+
+    def __init__(self, api_url: str, api_key: str, merchant_id: str, *, notification_email: str,
+                 callback_url: str | None, pairs: frozenset[Pair] = DEFAULT_PAIRS, origin: str | None = None,
+                 timeout_seconds: float = 20.0) -> None:
+        self._base = api_url.rstrip("/")
+        self._headers = {"x-api-key": api_key, "merchant-id": merchant_id, "Content-Type": "application/json"}
+        if origin:
+            self._headers["Origin"] = origin
+        self._email = notification_email
+        self._callback_url = callback_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+        self._logged_unknown: set[str] = set()
+        self.pairs = pairs
+        self.health = GatewayHealth()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(self, method: str, path: str, *, what: str, body: bytes | None = None) -> Any:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.request(method, f"{self._base}{path}", data=body,
+                                             headers=self._headers) as response:
+                text = await response.text(errors="replace")
+                status = response.status
+        except asyncio.TimeoutError as exc:
+            self.health.failed(f"{what}: timed out")
+            raise GatewayUnavailable(f"Smart CloudPay {what}: timed out") from exc
+        except aiohttp.ClientError as exc:
+            self.health.failed(f"{what}: {type(exc).__name__}")
+            raise GatewayUnavailable(f"Smart CloudPay {what}: {type(exc).__name__}") from exc
+        log.info("smartcloudpay %s answered %s: %s", what, status, text[:2000])
+        try:
+            answer = json.loads(text) if text else None
+        except ValueError:
+            answer = None
+        try:
+            result = self._unwrap(status, answer, text, what=what)
+        except GatewayError as exc:
+            self.health.failed(exc.operator_detail)
+            raise
+        self.health.ok()
+        return result
+
+    @staticmethod
+    def _unwrap(status: int, answer: Any, text: str, *, what: str) -> dict[str, Any]:
+        detail = _message(answer) or text[:200]
+        if status in (401, 403):
+            raise GatewayMisconfigured(f"Smart CloudPay {what}: refused (check SMARTCLOUDPAY_API_KEY, "
+                                       f"SMARTCLOUDPAY_MERCHANT_ID and the allowed server IP): HTTP {status} {detail}")
+        if status >= 500 or status == 429:
+            raise GatewayUnavailable(f"Smart CloudPay {what}: HTTP {status}: {detail}")
+        if not isinstance(answer, dict):
+            raise GatewayUnavailable(f"Smart CloudPay {what}: unreadable answer (HTTP {status}): {text[:200]}")
+        if not 200 <= status < 300 or answer.get("success") is False:
+            raise PairUnavailable(f"Smart CloudPay {what}: HTTP {status}: {detail}") if what == "create invoice" \
+                else GatewayUnavailable(f"Smart CloudPay {what}: HTTP {status}: {detail}")
+        data = answer.get("data")
+        return data if isinstance(data, dict) else answer  # the envelope is undocumented: accept both
+
+    async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
+        usd = cents_to_decimal(request.amount_cents)
+        payload = {
+            "totalusd": "__TOTALUSD__",
+            "currency": request.coin,
+            "network": gateway_network(NAME, request.network),
+            "customer_name": f"telegram-{request.user_id}",
+            "notification_emails": self._email,
+        }
+        if self._callback_url:
+            payload["callback_url"] = self._callback_url
+        # Amounts are JSON numbers: written from the Decimal's digits, never through float.
+        body = json.dumps(payload).replace('"__TOTALUSD__"', format(usd, "f")).encode()
+        invoice = await self._request("POST", "/payment/invoice/create", what="create invoice", body=body)
+        invoice_id = _first_str(invoice, "invoice_id", "id", "invoiceno")
+        address = _first_str(invoice, "address", "to_address", "wallet_address")
+        pay_amount = parse_decimal(_first(invoice, "amount", "crypto_amount"))
+        if invoice_id is None or address is None or pay_amount is None or pay_amount <= 0:
+            # Refuse to show the user anything we can't tie to an invoice, an address and an exact amount.
+            raise GatewayUnavailable(f"Smart CloudPay create invoice: incomplete answer: {json.dumps(invoice)[:300]}")
+        expires = _first(invoice, "expires_at", "expired_at", "expdate")
+        url = _first_str(invoice, "payment_url", "url")
+        return CreatedDeposit(
+            order_id=invoice_id,
+            address=address,
+            pay_amount=pay_amount,
+            pay_currency=str(invoice.get("currency") or request.coin).upper(),
+            expires_at=expires if isinstance(expires, int) and not isinstance(expires, bool) and expires > 0
+            else int(time.time()) + self.lifetime_seconds,
+            payment_url=url if url and url.startswith("https://") else None,
+            quoted_cents=request.amount_cents,
+        )
+
+    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+        invoice = await self._request("GET", f"/invoice/{quote(order_id, safe='')}", what="get invoice")
+        raw = _first_str(invoice, "status", "payment_status")
+        status = raw.lower() if raw else None
+        txid = _first_str(invoice, "tx_hash", "txid")
+        if status == "paid":
+            state = self._paid_state(order_id, invoice)
+        elif status in _CANCELLED:
+            state = PaymentState.CANCELLED
+        elif status in _FAILED:
+            state = PaymentState.FAILED
+        else:
+            state = PaymentState.PENDING
+            if status not in ("pending", "unpaid", "waiting", "processing") and str(status) not in self._logged_unknown:
+                self._logged_unknown.add(str(status))
+                log.warning("smartcloudpay: unrecognised invoice status %r, treated as pending: %s", raw,
+                            json.dumps(invoice)[:2000])
+        return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, txid=txid, raw_status=status,
+                             source="poll", raw=invoice)
+
+    def _paid_state(self, order_id: str, invoice: dict[str, Any]) -> PaymentState:
+        """Paid only when what arrived covers what was asked, in the asked coin; anything else goes to a person."""
+        received = parse_decimal(_first(invoice, "received_amount"))
+        expected = parse_decimal(_first(invoice, "amount"))
+        if received is None or expected is None or received < expected:
+            log.warning("smartcloudpay: invoice %s paid with received %r of %r: held for review", order_id,
+                        invoice.get("received_amount"), invoice.get("amount"))
+            return PaymentState.HELD
+        return PaymentState.PAID
+
+    async def cancel_deposit(self, order_id: str) -> None:
+        """Cancel at the gateway so funds sent later are refused instead of left unassigned."""
+        await self._request("POST", f"/payment/invoice/cancel/{quote(order_id, safe='')}", what="cancel invoice")
+
+    def read_webhook(self, body: bytes) -> WebhookReading:
+        """Unsigned: never settle from the body; only name the invoice to fetch from the API."""
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return WebhookReading(WebhookVerdict.BAD_REQUEST, detail="body is not JSON")
+        invoice_id = data.get("invoice_id") if isinstance(data, dict) else None
+        if not isinstance(invoice_id, str | int) or isinstance(invoice_id, bool) or not str(invoice_id).strip():
+            return WebhookReading(WebhookVerdict.BAD_REQUEST, detail="invoice_id missing")
+        return WebhookReading(WebhookVerdict.REFETCH, order_id=str(invoice_id).strip()[:128])
+
+
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if data.get(key) is not None:
+            return data[key]
+    return None
+
+
+def _first_str(data: dict[str, Any], *keys: str) -> str | None:
+    value = _first(data, *keys)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _message(answer: Any) -> str:
+    if isinstance(answer, dict):
+        for key in ("message", "error", "errorMessage"):
+            if isinstance(answer.get(key), str):
+                return answer[key][:300]
+    return ""
+

@@ -1,0 +1,149 @@
+"""Gateway callbacks: recorded raw, checked (source, token, signature), then settled like any other report.
+
+Answers are chosen so a gateway retries only what can succeed later: 2xx once the update is durably
+processed (or is nothing of ours), 4xx for what will never be valid, 503 when we or the gateway's API
+failed and a retry may help. Nothing a caller sends produces a 500.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from services.alerts import ALERT_WINDOW_SECONDS
+from services.gateways.base import Gateway, GatewayError, WebhookReading, WebhookVerdict
+from services.settlement import Outcome, Settler
+from services.store import Database, now_ts
+from services.store import callbacks, deposits, outbox
+
+log = logging.getLogger(__name__)
+
+HEADERS_KEPT = ("content-type", "content-length", "user-agent", "x-forwarded-for", "x-real-ip", "sign")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> frozenset[IPNetwork]:
+    """`1.2.3.4, 10.0.0.0/8` → networks; raises ValueError naming the bad entry."""
+    networks = set()
+    for item in (part.strip() for part in text.split(",")):
+        if item:
+            try:
+                networks.add(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+    return frozenset(networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Iterable[IPNetwork]) -> str | None:
+    """The caller's address: the peer, unless the peer is our own proxy, then the nearest untrusted hop it names."""
+    trusted = tuple(trusted_proxies)
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if peer is None or not is_trusted(peer) or not forwarded_for:
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return peer
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """Per-endpoint checks beyond the signature: a source allow-list and a secret token in the URL."""
+
+    allowed_sources: frozenset[IPNetwork] | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class CallbackAnswer:
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class CallbackInbox:
+    def __init__(self, db: Database, gateway: Gateway, settler: Settler, *, admin_chat_id: int | None,
+                 trusted_proxies: frozenset[IPNetwork] = frozenset(),
+                 policies: Mapping[str, CallbackPolicy] | None = None) -> None:
+        self._db = db
+        self._gateway = gateway
+        self._settler = settler
+        self._admin_chat_id = admin_chat_id
+        self._trusted_proxies = trusted_proxies
+        self._policies = dict(policies or {})
+
+    async def receive(self, source: str, body: bytes, *, headers: Mapping[str, str], peer: str | None,
+                      token: str | None = None) -> CallbackAnswer:
+        client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted_proxies)
+        kept = {name: headers[name] for name in HEADERS_KEPT if name in headers}
+        async with self._db.transaction() as tx:
+            callback_id = await callbacks.record(tx, source=source, peer=peer, client_ip=client_ip, headers=kept,
+                                                 body=body)
+        answer, verdict, detail, order_id = await self._judge(source, body, client_ip, token)
+        async with self._db.transaction() as tx:
+            await callbacks.judge(tx, callback_id, verdict=verdict, http_status=answer.status, detail=detail,
+                                  order_id=order_id)
+            if verdict in ("bad_signature", "forbidden_source", "bad_token") and self._admin_chat_id is not None:
+                window = now_ts() // ALERT_WINDOW_SECONDS
+                await outbox.enqueue(tx, kind="admin_webhook_rejected", chat_id=self._admin_chat_id,
+                                     dedupe_key=f"webhook-rejected:{source}:{verdict}:{window}",
+                                     payload={"source": source, "reason": verdict, "ip": client_ip or "?",
+                                              "callback_id": callback_id})
+        if answer.status >= 400:
+            log.warning("callback %s from %s on %s refused (%s): %s", callback_id, client_ip, source, verdict, detail)
+        return answer
+
+    async def _judge(self, source: str, body: bytes, client_ip: str | None,
+                     token: str | None) -> tuple[CallbackAnswer, str, str, str | None]:
+        read_webhook = getattr(self._gateway, "read_webhook", None)
+        if source != self._gateway.name or read_webhook is None:
+            return CallbackAnswer(404, {"error": "not found"}), "inactive", f"gateway {source} is not active", None
+        policy = self._policies.get(source, CallbackPolicy())
+        if policy.token is not None and not hmac.compare_digest((token or "").encode(), policy.token.encode()):
+            return CallbackAnswer(403, {"error": "forbidden"}), "bad_token", "missing or wrong token", None
+        if policy.allowed_sources is not None and not _allowed(client_ip, policy.allowed_sources):
+            return CallbackAnswer(403, {"error": "forbidden"}), "forbidden_source", f"source {client_ip}", None
+        reading: WebhookReading = read_webhook(body)
+        if reading.verdict is WebhookVerdict.BAD_REQUEST:
+            return CallbackAnswer(400, {"error": reading.detail}), "bad_request", reading.detail, None
+        if reading.verdict is WebhookVerdict.BAD_SIGNATURE:
+            return CallbackAnswer(401, {"error": "bad signature"}), "bad_signature", reading.detail, None
+        if reading.verdict is WebhookVerdict.IGNORED:
+            return CallbackAnswer(200, {"ok": True}), "ignored", reading.detail, None
+        order_id = reading.order_id
+        update = reading.update
+        if reading.verdict is WebhookVerdict.REFETCH:
+            assert order_id is not None
+            if await deposits.by_order(self._db.reader, self._gateway.name, order_id) is None:
+                # Not ours: don't let strangers make us call the gateway's API.
+                return CallbackAnswer(200, {"ok": True}), "unknown_order", "", order_id
+            try:
+                update = await self._gateway.fetch_payment(order_id)
+            except GatewayError as exc:
+                answer = CallbackAnswer(503, {"error": "try again later"})
+                return answer, "refetch_failed", exc.operator_detail, order_id
+            update = replace(update, source="webhook")
+        assert update is not None
+        result = await self._settler.settle_payment(update)
+        verdict = "unknown_order" if result.outcome is Outcome.UNKNOWN_ORDER else result.outcome.value
+        return CallbackAnswer(200, {"ok": True}), verdict, update.raw_status or "", update.order_id
+
+
+def _allowed(client_ip: str | None, networks: frozenset[IPNetwork]) -> bool:
+    if client_ip is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
