@@ -45,6 +45,7 @@ class DeliveryWorker:
         self._per_chat_gap = per_chat_interval_seconds
         self._last_send = 0.0
         self._last_by_chat: dict[int, float] = {}
+        self._paused_until = 0.0  # after a 429: Telegram asked the whole bot to wait
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -77,6 +78,7 @@ class DeliveryWorker:
         try:
             await self._send(n)
         except TelegramRetryAfter as exc:
+            self._paused_until = time.monotonic() + exc.retry_after
             await self._retry(n, delay=exc.retry_after, error=f"retry after {exc.retry_after}s")
             return False
         except TelegramForbiddenError as exc:
@@ -98,9 +100,9 @@ class DeliveryWorker:
         return True
 
     async def _pace(self, chat_id: int) -> None:
-        """Stay under Telegram's limits: a global rate, and one message per second per chat."""
+        """Stay under Telegram's limits: a global rate, one message per second per chat, and any 429 pause."""
         now = time.monotonic()
-        wait = max(self._last_send + self._min_gap - now,
+        wait = max(self._last_send + self._min_gap - now, self._paused_until - now,
                    self._last_by_chat.get(chat_id, 0.0) + self._per_chat_gap - now)
         if wait > 0:
             await asyncio.sleep(wait)
@@ -153,6 +155,9 @@ class DeliveryWorker:
             await self._bot.send_message(n.chat_id, t(
                 "admin.review", id=deposit.id, gateway=deposit.gateway, reason=p.get("reason", "?"),
                 order=deposit.order_id or "—"))
+        elif n.kind == "admin_webhook_rejected":
+            await self._bot.send_message(n.chat_id, t("admin.webhook-rejected", source=p.get("source", "?"),
+                                                      reason=p.get("reason", "?"), ip=p.get("ip", "?")))
         elif n.kind == "admin_gateway_error":
             await self._bot.send_message(n.chat_id, t("admin.gateway-error", gateway=p.get("gateway", "?"),
                                                       detail=p.get("detail", "?")))

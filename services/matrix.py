@@ -23,6 +23,9 @@ SUPPORTED_MATRIX: dict[str, tuple[str, ...]] = {
     "DAI": ("BSC", "POLYGON", "ETH"),
 }
 
+# Coins worth one US dollar, whose amounts and limits read directly as USD.
+STABLECOINS = frozenset({"USDT", "USDC", "DAI"})
+
 # Human names for networks, shown on buttons and in the "send only on this network" warning.
 NETWORK_TITLES: dict[str, str] = {
     "TRON": "TRON (TRC-20)",

@@ -21,6 +21,17 @@ STUCK_CREATION_SECONDS = 10 * 60       # a 'creating' row this old lost its gate
 MAX_BACKOFF_SECONDS = 15 * 60
 
 
+def next_check_delay(age_seconds: int, interval: int) -> int:
+    """Poll soon after creation, then less often: payments usually land in the first minutes."""
+    if age_seconds < 10 * 60:
+        factor = 1
+    elif age_seconds < 60 * 60:
+        factor = 2
+    else:
+        factor = 5
+    return min(interval * factor, MAX_BACKOFF_SECONDS)
+
+
 @dataclass
 class PassReport:
     checked: int = 0
@@ -90,7 +101,24 @@ class Reconciler:
             report.credited += 1
         elif result.outcome in (Outcome.UNCHANGED, Outcome.FLAGGED):
             keep_until = (deposit.expires_at or now) + LATE_PAYMENT_GRACE_SECONDS
-            await self._schedule(deposit.id, now + self._interval if now < keep_until else None, failed=False)
+            if now < keep_until:
+                delay = next_check_delay(now - deposit.created_at, self._interval)
+                await self._schedule(deposit.id, now + delay, failed=False)
+            else:
+                await self._schedule(deposit.id, None, failed=False)
+                await self._cancel_at_gateway(deposit)
+
+    async def _cancel_at_gateway(self, deposit: Deposit) -> None:
+        """Polling is over and nothing was paid: where the gateway can, cancel so late funds are refused."""
+        cancel = getattr(self._gateway, "cancel_deposit", None)
+        if cancel is None or deposit.order_id is None:
+            return
+        try:
+            await cancel(deposit.order_id)
+            log.info("deposit %s: cancelled at %s after the late-payment grace period", deposit.id,
+                     self._gateway.name)
+        except GatewayError as exc:
+            log.warning("deposit %s: could not cancel at %s: %s", deposit.id, self._gateway.name, exc.operator_detail)
 
     def _backoff(self, deposit: Deposit) -> int:
         return min(self._interval * 2 ** min(deposit.check_failures + 1, 10), MAX_BACKOFF_SECONDS)

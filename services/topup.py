@@ -9,15 +9,17 @@ from enum import Enum
 from services.alerts import alert_operator
 from services.coupons import CouponChoice, CouponError, CouponProblem, choose_coupon
 from services.gateways.base import (
+    AmountRejected,
     CouponRejected,
     DepositRequest,
     Gateway,
     GatewayError,
     GatewayMisconfigured,
+    PairLimits,
     PairUnavailable,
 )
-from services.matrix import Matrix
-from services.money import AmountLimits, check_limits
+from services.matrix import STABLECOINS, Matrix, Pair
+from services.money import AmountLimits, check_limits, format_crypto
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons as coupon_repo
@@ -36,12 +38,15 @@ class TopupProblem(str, Enum):
     NOT_FOUND = "not-found"            # no such deposit for this user (or not theirs: we don't say which)
     NOT_PENDING = "not-pending"
     NOT_SANDBOX = "not-sandbox"
+    AMOUNT_REJECTED = "amount-rejected"  # the gateway's own minimum or maximum for the pair
 
 
 class TopupError(Exception):
-    def __init__(self, problem: TopupProblem) -> None:
+    def __init__(self, problem: TopupProblem, *, minimum: str | None = None, maximum: str | None = None) -> None:
         super().__init__(problem.value)
         self.problem = problem
+        self.minimum = minimum  # the gateway's wording, e.g. "0.5 USDT"
+        self.maximum = maximum
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,22 @@ class TopupService:
         self.limits = limits
         self._admin_chat_id = admin_chat_id
 
+    def limits_for(self, coin: str, network: str) -> AmountLimits:
+        """The operator's limits, tightened by the gateway's own for this pair where they are in USD."""
+        gateway_limits: PairLimits | None = getattr(self.gateway, "limits", {}).get(Pair(coin, network))
+        if gateway_limits is None:
+            return self.limits
+        low, high = gateway_limits.in_usd_cents(coin)
+        return AmountLimits(max(self.limits.min_cents, low or 0),
+                            min(self.limits.max_cents, high if high is not None else self.limits.max_cents))
+
+    def coin_minimum(self, coin: str, network: str) -> str | None:
+        """The gateway's minimum in coin units, for coins whose USD limits we can't compute (shown, not enforced)."""
+        gateway_limits: PairLimits | None = getattr(self.gateway, "limits", {}).get(Pair(coin, network))
+        if gateway_limits is None or gateway_limits.min_amount is None or coin in STABLECOINS:
+            return None
+        return f"{format_crypto(gateway_limits.min_amount.normalize())} {coin}"
+
     async def choose_coupon(self, *, user_id: int, code: str, amount_cents: int) -> CouponChoice:
         return await choose_coupon(self.db, code=code, user_id=user_id, amount_cents=amount_cents, now=now_ts(),
                                    gateway_takes_codes=self.gateway.accepts_coupon_codes)
@@ -75,7 +96,7 @@ class TopupService:
         """
         if not self.matrix.has(coin, network):
             raise TopupError(TopupProblem.PAIR_UNAVAILABLE)
-        check_limits(amount_cents, self.limits)
+        check_limits(amount_cents, self.limits_for(coin, network))
         choice = None
         if coupon_code:
             choice = await self.choose_coupon(user_id=user_id, code=coupon_code, amount_cents=amount_cents)
@@ -103,6 +124,8 @@ class TopupService:
                 raise CouponError(CouponProblem.REJECTED_BY_GATEWAY) from exc
             if isinstance(exc, PairUnavailable):
                 raise TopupError(TopupProblem.PAIR_UNAVAILABLE) from exc
+            if isinstance(exc, AmountRejected):
+                raise TopupError(TopupProblem.AMOUNT_REJECTED, minimum=exc.minimum, maximum=exc.maximum) from exc
             if isinstance(exc, GatewayError):
                 raise TopupError(TopupProblem.TEMPORARILY_UNAVAILABLE) from exc
             raise
@@ -161,6 +184,14 @@ class TopupService:
         deposit = await self.deposit_of(user_id, deposit_id)
         if not await self.settler.cancel(deposit.id):
             raise TopupError(TopupProblem.NOT_PENDING)
+        cancel_at_gateway = getattr(self.gateway, "cancel_deposit", None)
+        if cancel_at_gateway is not None and deposit.order_id is not None:
+            # Where the gateway can (Smart CloudPay), funds sent after this are refused, not left unassigned.
+            try:
+                await cancel_at_gateway(deposit.order_id)
+            except GatewayError as exc:
+                log.warning("deposit %s: cancelled here but not at %s: %s", deposit.id, self.gateway.name,
+                            exc.operator_detail)
         fresh = await deposits.get(self.db.reader, deposit_id)
         assert fresh is not None
         return fresh

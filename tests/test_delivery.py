@@ -1,6 +1,7 @@
 """The notification outbox: delivered once, retried on 429/5xx, given up on a user who blocked the bot."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from services.store.db import execute, fetch_one
@@ -38,12 +39,17 @@ async def test_each_notification_is_delivered_once(harness: Harness) -> None:
 async def test_429_is_waited_out_and_the_message_arrives_once(harness: Harness, api: FakeBotAPI) -> None:
     await _paid_deposit(harness)
     api.fail_next("sendMessage", status=429, retry_after=3, count=1)
+    asked_at = int(time.time())
+    mark = api.mark()
     await harness.deliver()
     row = await fetch_one(harness.app.db.reader,
-                          "SELECT status, attempts, last_error, next_attempt_at - strftime('%s','now') AS wait "
-                          "FROM notifications WHERE kind = 'deposit_paid'")
+                          "SELECT status, attempts, last_error, next_attempt_at FROM notifications "
+                          "WHERE kind = 'deposit_paid'")
     assert row["status"] == "pending" and row["attempts"] == 1 and "retry after 3" in row["last_error"]
-    assert row["wait"] >= 2  # scheduled no sooner than Telegram asked
+    assert row["next_attempt_at"] >= asked_at + 3  # retried no sooner than Telegram asked
+    refused, after = [c for c in api.calls[mark:] if c.method == "sendMessage"][:2]
+    assert refused.failed and not after.failed
+    assert after.at - refused.at >= 2.9  # and nothing else was sent to Telegram in the meantime
     await _due_now(harness)
     await harness.deliver()
     assert len(_paid_messages(harness)) == 1

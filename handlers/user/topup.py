@@ -21,7 +21,7 @@ from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, MenuActi
 from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
 from services.coupons import CouponChoice, CouponError
-from services.money import AmountError, check_limits, format_usd, parse_usd_within
+from services.money import AmountError, AmountLimits, AmountProblem, check_limits, format_usd, parse_usd_within
 from services.store import Deposit
 from services.store import coupons as coupon_repo
 from services.topup import TopupError, TopupProblem, TopupService
@@ -104,12 +104,26 @@ async def pick_network(cb: CallbackQuery, callback_data: NetworkCb, state: FSMCo
 
 
 async def _ask_amount(message: Message, state: FSMContext, t: Translator, topup: TopupService, coin: str,
-                      network: str, *, edit: bool) -> None:
+                      network: str, *, edit: bool, prefix: str | None = None) -> None:
     await state.update_data(coin=coin, network=network)
     await state.set_state(TopupFlow.amount)
-    text = views.amount_text(t, coin, network, topup.limits.min_cents, topup.limits.max_cents)
-    keyboard = views.amount_keyboard(t, topup.quick_amounts_cents)
-    await _show(message, state, text, keyboard, edit=edit)
+    limits = topup.limits_for(coin, network)
+    text = views.amount_text(t, coin, network, limits.min_cents, limits.max_cents)
+    coin_minimum = topup.coin_minimum(coin, network)
+    if coin_minimum:
+        text += "\n" + t("topup.coin-minimum", minimum=coin_minimum)
+    keyboard = views.amount_keyboard(t, tuple(c for c in topup.quick_amounts_cents
+                                              if limits.min_cents <= c <= limits.max_cents))
+    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, keyboard, edit=edit)
+
+
+async def _flow_limits(state: FSMContext, topup: TopupService) -> AmountLimits:
+    data = await state.get_data()
+    return topup.limits_for(str(data.get("coin")), str(data.get("network")))
+
+
+def _amount_error(t: Translator, problem: AmountProblem, limits: AmountLimits) -> str:
+    return t(f"amount.error.{problem.value}", min=format_usd(limits.min_cents), max=format_usd(limits.max_cents))
 
 
 # --- amount ---
@@ -119,7 +133,7 @@ async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMCont
     if await _on_flow_message(cb, state, t) is None:
         return
     try:
-        check_limits(callback_data.cents, topup.limits)
+        check_limits(callback_data.cents, await _flow_limits(state, topup))
     except AmountError:
         await cb.answer(t("stale"))
         return
@@ -130,18 +144,17 @@ async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMCont
 
 async def type_amount(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
     assert message.text is not None
+    limits = await _flow_limits(state, topup)
     try:
-        cents = parse_usd_within(message.text, topup.limits)
+        cents = parse_usd_within(message.text, limits)
     except AmountError as exc:
-        await message.answer(t(f"amount.error.{exc.problem.value}", min=format_usd(topup.limits.min_cents),
-                               max=format_usd(topup.limits.max_cents)))
+        await message.answer(_amount_error(t, exc.problem, limits))
         return
     await _ask_coupon(message, state, t, cents, edit=False)
 
 
-async def amount_not_text(message: Message, t: Translator, topup: TopupService) -> None:
-    await message.answer(t("amount.error.format", min=format_usd(topup.limits.min_cents),
-                           max=format_usd(topup.limits.max_cents)))
+async def amount_not_text(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    await message.answer(_amount_error(t, AmountProblem.FORMAT, await _flow_limits(state, topup)))
 
 
 # --- coupon ---
@@ -213,12 +226,16 @@ async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, to
         await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True, prefix=_coupon_error(t, exc))
         return
     except AmountError as exc:
-        await state.set_state(TopupFlow.amount)
-        await cb.message.edit_text(t(f"amount.error.{exc.problem.value}", min=format_usd(topup.limits.min_cents),
-                                     max=format_usd(topup.limits.max_cents)),
-                                   reply_markup=views.amount_keyboard(t, topup.quick_amounts_cents))
+        limits = topup.limits_for(data["coin"], data["network"])
+        await _ask_amount(cb.message, state, t, topup, data["coin"], data["network"], edit=True,
+                          prefix=_amount_error(t, exc.problem, limits))
         return
     except TopupError as exc:
+        if exc.problem is TopupProblem.AMOUNT_REJECTED:
+            prefix = (t("topup.error.amount-min", minimum=exc.minimum) if exc.minimum
+                      else t("topup.error.amount-max", maximum=exc.maximum or "?"))
+            await _ask_amount(cb.message, state, t, topup, data["coin"], data["network"], edit=True, prefix=prefix)
+            return
         if exc.problem is TopupProblem.PAIR_UNAVAILABLE:
             await state.set_state(TopupFlow.coin)
             await cb.message.edit_text(t("topup.error.pair-unavailable") + "\n\n" + t("topup.pick-coin"),

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
 from typing import Any, Protocol
 
-from services.matrix import Pair
+from services.matrix import STABLECOINS, Pair
 
 
 class PaymentState(str, Enum):
@@ -129,6 +129,14 @@ class PairLimits:
 
     min_amount: Decimal | None
     max_amount: Decimal | None
+
+    def in_usd_cents(self, coin: str) -> tuple[int | None, int | None]:
+        """For a stablecoin the limits are USD limits (1:1); other coins need a rate we don't have: (None, None)."""
+        if coin not in STABLECOINS:
+            return None, None
+        low = None if self.min_amount is None else int((self.min_amount * 100).to_integral_value(ROUND_CEILING))
+        high = None if self.max_amount is None else int((self.max_amount * 100).to_integral_value(ROUND_FLOOR))
+        return low, high
 
 
 class WebhookVerdict(str, Enum):

@@ -14,7 +14,6 @@ import logging
 import re
 import secrets
 import time
-from decimal import ROUND_CEILING
 from typing import Any
 
 import aiohttp
@@ -285,12 +284,3 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def usd_limits_in_cents(limits: PairLimits, coin: str) -> tuple[int | None, int | None]:
-    """Stablecoin limits are USD limits (1:1); for other coins we can't convert without a rate."""
-    if coin not in ("USDT", "USDC", "DAI"):
-        return None, None
-    low = None if limits.min_amount is None else int((limits.min_amount * 100).to_integral_value(ROUND_CEILING))
-    high = None if limits.max_amount is None else decimal_to_cents(limits.max_amount)
-    return low, high
