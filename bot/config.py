@@ -99,9 +99,7 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
                  ("SMARTCLOUDPAY_NOTIFY_EMAIL", "the address Smart CloudPay sends invoice notices to"))
 
     telegram_webhook = _bool(get("TELEGRAM_WEBHOOK", "false"), "TELEGRAM_WEBHOOK")
-    public_url = get("PUBLIC_URL") or None
-    if public_url is not None:
-        _http_url(public_url, "PUBLIC_URL")
+    public_url = _http_url(get("PUBLIC_URL"), "PUBLIC_URL") if get("PUBLIC_URL") else None
     if telegram_webhook and (public_url is None or not public_url.startswith("https://")):
         raise ConfigError("TELEGRAM_WEBHOOK=true needs PUBLIC_URL set to the https:// address Telegram can reach "
                           "(e.g. https://bot.example.com); or leave TELEGRAM_WEBHOOK=false for long polling")

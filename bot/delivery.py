@@ -147,10 +147,12 @@ class DeliveryWorker:
         elif n.kind == "admin_deposit_paid" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             key = "admin.paid-review" if p.get("review") else "admin.paid"
-            await self._bot.send_message(n.chat_id, t(
-                key, id=deposit.id, user=_user_label(user, deposit.user_id), amount=format_usd(p["credited_cents"]),
-                asked=format_usd(deposit.amount_cents), coin=deposit.coin, network=network_title(deposit.network),
-                bonus=format_usd(p["bonus_cents"]), gateway=deposit.gateway, txid=p.get("txid") or "—"))
+            text = t(key, id=deposit.id, user=_user_label(user, deposit.user_id),
+                     amount=format_usd(p["credited_cents"]), asked=format_usd(deposit.amount_cents), coin=deposit.coin, network=network_title(deposit.network),
+                     bonus=format_usd(p["bonus_cents"]), gateway=deposit.gateway, txid=p.get("txid") or "—")
+            if p.get("note"):
+                text += "\n" + t("admin.note", note=p["note"])
+            await self._bot.send_message(n.chat_id, text)
         elif n.kind == "admin_deposit_review" and deposit is not None:
             await self._bot.send_message(n.chat_id, t(
                 "admin.review", id=deposit.id, gateway=deposit.gateway, reason=p.get("reason", "?"),

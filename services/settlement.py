@@ -66,7 +66,7 @@ class Settler:
                 result = await self._close(tx, deposit, update)
             elif update.state in (PaymentState.REFUNDED, PaymentState.HELD):
                 await self._flag(tx, deposit, f"status:{update.raw_status or update.state.value}",
-                                 reason=update.raw_status or update.state.value)
+                                 reason=update.note or update.raw_status or update.state.value)
                 result = Settlement(Outcome.FLAGGED, deposit)
             else:
                 result = Settlement(Outcome.UNCHANGED, deposit)
@@ -84,6 +84,11 @@ class Settler:
             credit = deposit.expected_credit_cents
         if credit <= 0:
             await self._flag(tx, deposit, "no-amount", reason="paid without a usable amount")
+            return Settlement(Outcome.FLAGGED, deposit)
+        expected_coin = (deposit.pay_currency or deposit.coin).upper()
+        if update.currency is not None and update.currency.upper() != expected_coin:
+            await self._flag(tx, deposit, f"currency:{update.currency}",
+                             reason=f"paid in {update.currency}, the deposit is in {expected_coin}")
             return Settlement(Outcome.FLAGGED, deposit)
         if credit > deposit.expected_credit_cents * MAX_CREDIT_FACTOR:
             await self._flag(tx, deposit, "implausible-amount",
@@ -104,9 +109,10 @@ class Settler:
         await outbox.enqueue(tx, kind="deposit_paid", chat_id=deposit.chat_id, user_id=deposit.user_id,
                              deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid", payload=payload)
         await self._enqueue_card(tx, deposit, DepositStatus.PAID)
-        review = update.state is PaymentState.UNDERPAID or credit != deposit.expected_credit_cents
+        review = (update.state is PaymentState.UNDERPAID or credit != deposit.expected_credit_cents
+                  or update.note is not None)
         await self._enqueue_admin(tx, deposit, "admin_deposit_paid", "paid", {
-            **payload, "txid": update.txid, "review": review, "raw_status": update.raw_status})
+            **payload, "txid": update.txid, "review": review, "raw_status": update.raw_status, "note": update.note})
         fresh = await deposits.get(tx, deposit.id)
         return Settlement(Outcome.CREDITED, fresh, credit, bonus, balance)
 

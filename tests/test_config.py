@@ -41,6 +41,18 @@ def test_secrets_never_print() -> None:
     ({**BASE, "TELEGRAM_API_URL": "localhost:8081"}, ["TELEGRAM_API_URL"]),
     ({**BASE, "DATABASE_URL": "postgres://x"}, ["DATABASE_URL"]),
     ({**BASE, "PUBLIC_URL": "bot.example.com"}, ["PUBLIC_URL"]),
+    ({**BASE, "PAYMENT_GATEWAY": "cryptomus"}, ["CRYPTOMUS_MERCHANT_ID"]),
+    ({**BASE, "PAYMENT_GATEWAY": "cryptomus", "CRYPTOMUS_MERCHANT_ID": "m"}, ["CRYPTOMUS_API_KEY", "payment"]),
+    ({**BASE, "PAYMENT_GATEWAY": "smartcloudpay", "SMARTCLOUDPAY_API_KEY": "k", "SMARTCLOUDPAY_MERCHANT_ID": "m"},
+     ["SMARTCLOUDPAY_NOTIFY_EMAIL"]),
+    ({**BASE, "SMARTCLOUDPAY_PAIRS": "BTC"}, ["SMARTCLOUDPAY_PAIRS", "BTC"]),
+    ({**BASE, "CRYPTOMUS_WEBHOOK_IPS": "not-an-ip"}, ["CRYPTOMUS_WEBHOOK_IPS"]),
+    ({**BASE, "TRUSTED_PROXIES": "10.0.0.0/33"}, ["TRUSTED_PROXIES"]),
+    ({**BASE, "TELEGRAM_WEBHOOK": "maybe"}, ["TELEGRAM_WEBHOOK"]),
+    ({**BASE, "TELEGRAM_WEBHOOK": "true"}, ["PUBLIC_URL", "https"]),
+    ({**BASE, "TELEGRAM_WEBHOOK": "true", "PUBLIC_URL": "http://bot.example.com"}, ["PUBLIC_URL", "https"]),
+    ({**BASE, "TELEGRAM_WEBHOOK_SECRET": "has spaces"}, ["TELEGRAM_WEBHOOK_SECRET"]),
+    ({**BASE, "SMARTCLOUDPAY_CALLBACK_TOKEN": "short"}, ["SMARTCLOUDPAY_CALLBACK_TOKEN"]),
 ])
 def test_each_mistake_is_named(env: dict[str, str], names: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
@@ -57,3 +69,17 @@ def test_admin_ids_and_pairs_parse() -> None:
     assert s.admin_user_ids == {1, 2, 3} and s.admin_chat_id == -100123
     assert s.quick_amounts_cents == (500, 1250)  # 20000 is above MAX_AMOUNT_USD, so it is not offered
     assert str(s.database_path) == "/tmp/x.db"
+
+
+def test_gateway_settings_parse() -> None:
+    s = load_settings({**BASE, "PAYMENT_GATEWAY": "cryptomus", "CRYPTOMUS_MERCHANT_ID": "m-1",
+                       "CRYPTOMUS_API_KEY": "payment-key", "CRYPTOMUS_WEBHOOK_IPS": "91.227.144.54",
+                       "TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8", "TELEGRAM_WEBHOOK": "true",
+                       "PUBLIC_URL": "https://bot.example.com/"})
+    assert s.payment_gateway == "cryptomus" and "payment-key" not in repr(s)
+    assert [str(n) for n in s.cryptomus_webhook_ips] == ["91.227.144.54/32"]
+    assert sorted(str(n) for n in s.trusted_proxies) == ["10.0.0.0/8", "127.0.0.1/32"]
+    assert s.telegram_webhook and s.public_url == "https://bot.example.com"
+    scp = load_settings({**BASE, "PAYMENT_GATEWAY": "smartcloudpay", "SMARTCLOUDPAY_API_KEY": "sk_1",
+                         "SMARTCLOUDPAY_MERCHANT_ID": "m", "SMARTCLOUDPAY_NOTIFY_EMAIL": "ops@example.com"})
+    assert {str(p) for p in scp.smartcloudpay_pairs} == {"USDT/BSC", "USDT/TRON", "BNB/BSC"}

@@ -241,3 +241,15 @@ async def test_stuck_creation_is_cleaned_up_and_its_coupon_returned(s: Services)
     assert report.abandoned == 1
     assert (await deposits.get(s.db.reader, deposit_id)).status is DepositStatus.FAILED
     assert (await s.topup.choose_coupon(user_id=1, code="HOLD", amount_cents=1000)).bonus_cents == 100
+
+
+async def test_a_payment_in_another_coin_is_flagged_not_credited(s: Services) -> None:
+    deposit = await s.topup.create_deposit(user_id=1, chat_id=1, coin="USDT", network="TRON", amount_cents=2500,
+                                           coupon_code=None)
+    wrong = PaymentUpdate(gateway="sandbox", order_id=deposit.order_id, state=PaymentState.PAID, currency="TRX")
+    result = await s.settler.settle_payment(wrong)
+    assert result.outcome is Outcome.FLAGGED and await s.balance(1) == 0
+    reason = await fetch_value(s.db.reader, "SELECT payload FROM notifications WHERE kind = 'admin_deposit_review'")
+    assert "paid in TRX" in reason
+    right = PaymentUpdate(gateway="sandbox", order_id=deposit.order_id, state=PaymentState.PAID, currency="usdt")
+    assert (await s.settler.settle_payment(right)).outcome is Outcome.CREDITED

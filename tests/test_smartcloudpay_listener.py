@@ -291,9 +291,6 @@ async def test_a_short_payment_credits_nothing_and_asks_the_operator_to_review(s
     assert await balance(stack.db) == 2500
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the review notice for a short Smart CloudPay payment gives the reason "
-                   "'paid' (services/settlement.py _flag reason=update.raw_status), so the admin reads 'needs review: "
-                   "paid ... Nothing was credited' with no hint of the shortfall")
 async def test_the_review_notice_for_a_short_payment_says_what_is_wrong(stack: Stack):
     dep = await stack.deposit()
     stack.fake.set_status(dep.order_id, "paid", received_amount="20.00")
@@ -303,10 +300,6 @@ async def test_the_review_notice_for_a_short_payment_says_what_is_wrong(stack: S
     assert reason != "paid" and "20" in reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an overpaid Smart CloudPay invoice is credited the asked amount as a "
-                   "normal payment (smartcloudpay.py _paid_state returns PAID for received > amount; settlement "
-                   "credits expected_credit_cents with review=False); payment-apis.md 3.5 says any excess goes to "
-                   "manual review, so the operator never learns the user sent more")
 async def test_an_overpayment_is_brought_to_the_operator(stack: Stack):
     dep = await stack.deposit()
     stack.fake.set_status(dep.order_id, "paid", received_amount="100.00")
@@ -315,6 +308,8 @@ async def test_an_overpayment_is_brought_to_the_operator(stack: Stack):
     reviews = await notifications(stack.db, "admin_deposit_review")
     flagged_paid = [n for n in await notifications(stack.db, "admin_deposit_paid") if n["payload"].get("review")]
     assert reviews or flagged_paid
+    assert "100.00" in (flagged_paid[0]["payload"]["note"] if flagged_paid else reviews[0]["payload"]["reason"])
+    assert await balance(stack.db) == 2500  # the invoice amount; the excess is for a person to handle
 
 
 # --- the audit trail --------------------------------------------------------------------------------------------

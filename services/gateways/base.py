@@ -54,6 +54,8 @@ class PaymentUpdate:
     txid: str | None = None
     raw_status: str | None = None
     source: str = "poll"           # poll | webhook | sandbox | admin
+    currency: str | None = None    # the coin actually paid, when the gateway says; must match the deposit's
+    note: str | None = None        # for the operator: why this needs a look (shortfall, excess)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 

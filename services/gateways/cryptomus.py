@@ -238,8 +238,10 @@ class CryptomusGateway:
                 self._logged_unknown.add(str(status))
                 log.warning("cryptomus: unrecognised status %r (is_final %r), treated as pending: %s", raw,
                             data.get("is_final"), json.dumps(data)[:2000])
+        payer_currency = data.get("payer_currency")
         return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
-                             raw_status=status, source=source, raw=data)
+                             raw_status=status, source=source, raw=data,
+                             currency=payer_currency if isinstance(payer_currency, str) and payer_currency else None)
 
     async def refresh_pairs(self) -> frozenset[Pair]:
         """Ask which pairs are available now and their limits (reference 2.5); keeps the old list on failure."""

@@ -145,8 +145,9 @@ class SmartCloudPayGateway:
         raw = _first_str(invoice, "status", "payment_status")
         status = raw.lower() if raw else None
         txid = _first_str(invoice, "tx_hash", "txid")
+        note = None
         if status == "paid":
-            state = self._paid_state(order_id, invoice)
+            state, note = self._paid_state(order_id, invoice)
         elif status in _CANCELLED:
             state = PaymentState.CANCELLED
         elif status in _FAILED:
@@ -158,17 +159,23 @@ class SmartCloudPayGateway:
                 log.warning("smartcloudpay: unrecognised invoice status %r, treated as pending: %s", raw,
                             json.dumps(invoice)[:2000])
         return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, txid=txid, raw_status=status,
-                             source="poll", raw=invoice)
+                             source="poll", currency=_first_str(invoice, "currency"), note=note, raw=invoice)
 
-    def _paid_state(self, order_id: str, invoice: dict[str, Any]) -> PaymentState:
-        """Paid only when what arrived covers what was asked, in the asked coin; anything else goes to a person."""
+    @staticmethod
+    def _paid_state(order_id: str, invoice: dict[str, Any]) -> tuple[PaymentState, str | None]:
+        """Paid only when what arrived covers the invoice; a shortfall is held and an excess flagged (ref. 3.5)."""
         received = parse_decimal(_first(invoice, "received_amount"))
         expected = parse_decimal(_first(invoice, "amount"))
-        if received is None or expected is None or received < expected:
-            log.warning("smartcloudpay: invoice %s paid with received %r of %r: held for review", order_id,
-                        invoice.get("received_amount"), invoice.get("amount"))
-            return PaymentState.HELD
-        return PaymentState.PAID
+        coin = _first_str(invoice, "currency") or ""
+        if received is None or expected is None:
+            log.warning("smartcloudpay: invoice %s paid without amounts: held for review", order_id)
+            return PaymentState.HELD, "paid, but the invoice shows no received amount"
+        if received < expected:
+            return PaymentState.HELD, f"received {received} of {expected} {coin}".strip()
+        if received > expected:
+            # The invoice amount is credited; the excess is for a person to refund or credit.
+            return PaymentState.PAID, f"received {received} for an invoice of {expected} {coin}".strip()
+        return PaymentState.PAID, None
 
     async def cancel_deposit(self, order_id: str) -> None:
         """Cancel at the gateway so funds sent later are refused instead of left unassigned."""

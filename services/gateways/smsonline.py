@@ -195,8 +195,10 @@ class SMSOnlineGateway:
                 self._logged_unknown.add(str(status))
                 log.warning("smsonline: unrecognised transaction status %r, treated as pending; body: %s",
                             raw_status, json.dumps(result)[:2000])
+        currency = result.get("currency")
         return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
-                             raw_status=status, source="poll", raw=result)
+                             raw_status=status, source="poll", raw=result,
+                             currency=currency if isinstance(currency, str) and currency else None)
 
 
 def _describe(body: Any) -> str:

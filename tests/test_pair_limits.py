@@ -1,0 +1,76 @@
+"""Cryptomus' per-pair limits in the conversation: shown, enforced where they are USD, explained when refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.gateways.cryptomus import CryptomusGateway
+from tests.fakes.bot_api import FakeBotAPI
+from tests.fakes.cryptomus import FakeCryptomus
+from tests.harness import Harness
+
+USER = 901
+MERCHANT, KEY = "merchant-uuid-1", "test-payment-key"
+SERVICES = [
+    {"network": "tron", "currency": "USDT", "is_available": True,
+     "limit": {"min_amount": "5.00000000", "max_amount": "500.00000000"},
+     "commission": {"fee_amount": "0", "percent": "2"}},
+    {"network": "btc", "currency": "BTC", "is_available": True,
+     "limit": {"min_amount": "0.00100000", "max_amount": "10.00000000"},
+     "commission": {"fee_amount": "0", "percent": "2"}},
+    {"network": "bsc", "currency": "USDT", "is_available": False,
+     "limit": {"min_amount": "1.00000000", "max_amount": "500.00000000"},
+     "commission": {"fee_amount": "0", "percent": "2"}},
+]
+
+
+@pytest.fixture
+async def cryptomus():
+    async with FakeCryptomus(merchant_id=MERCHANT, payment_key=KEY, services=SERVICES) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def bot(api: FakeBotAPI, tmp_path: Path, cryptomus: FakeCryptomus):
+    gateway = CryptomusGateway(cryptomus.base_url, MERCHANT, KEY, callback_url=None)
+    harness = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway)
+    yield harness
+    await harness.close()
+
+
+async def test_only_available_pairs_are_offered(bot: Harness) -> None:
+    await bot.send(USER, "/topup")
+    assert bot.buttons(bot.last(USER))[:2] == ["USDT", "BTC"]
+    await bot.tap(USER, "USDT")  # one network left for USDT: straight to the amount
+    assert "USDT on TRON (TRC-20)" in bot.last_text(USER)
+
+
+async def test_stablecoin_limits_are_usd_limits(bot: Harness) -> None:
+    await bot.send(USER, "/topup")
+    await bot.tap(USER, "USDT")
+    assert "From $5.00 to $500.00." in bot.last_text(USER)
+    assert "$5.00" in bot.buttons(bot.last(USER)) and "$100.00" in bot.buttons(bot.last(USER))
+    await bot.send(USER, "3")
+    assert "The minimum top-up is $5.00" in bot.last_text(USER)
+    await bot.send(USER, "501")
+    assert "The maximum top-up is $500.00" in bot.last_text(USER)
+    await bot.send(USER, "5")
+    assert "Have a coupon?" in bot.last_text(USER)
+
+
+async def test_other_coins_show_the_coin_minimum_and_a_refusal_returns_to_the_amount(bot: Harness,
+                                                                                     cryptomus: FakeCryptomus) -> None:
+    await bot.send(USER, "/topup")
+    await bot.tap(USER, "BTC")
+    assert "minimum for this coin is 0.001 BTC" in bot.last_text(USER)
+    await bot.send(USER, "10")  # $10 is 0.000166 BTC at the fake's rate: below Cryptomus' minimum
+    await bot.tap(USER, "Skip")
+    await bot.tap(USER, "Create")
+    text = bot.last_text(USER)
+    assert "needs at least 0.001 BTC" in text and "How much do you want to add" in text
+    assert await bot.app.db.reader.execute_fetchall("SELECT id FROM deposits WHERE order_id IS NOT NULL") == []
+    await bot.send(USER, "100")
+    await bot.tap(USER, "Skip")
+    await bot.tap(USER, "Create")
+    assert "Waiting for payment" in bot.last_text(USER)
