@@ -148,7 +148,8 @@ class DeliveryWorker:
             user = await users.get(self._db.reader, deposit.user_id)
             key = "admin.paid-review" if p.get("review") else "admin.paid"
             text = t(key, id=deposit.id, user=_user_label(user, deposit.user_id),
-                     amount=format_usd(p["credited_cents"]), asked=format_usd(deposit.amount_cents), coin=deposit.coin, network=network_title(deposit.network),
+                     amount=format_usd(p["credited_cents"]), asked=format_usd(deposit.amount_cents),
+                     coin=deposit.coin, network=network_title(deposit.network),
                      bonus=format_usd(p["bonus_cents"]), gateway=deposit.gateway, txid=p.get("txid") or "—")
             if p.get("note"):
                 text += "\n" + t("admin.note", note=p["note"])

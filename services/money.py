@@ -79,15 +79,22 @@ def decimal_to_cents(value: Decimal) -> int:
     return int((value * 100).to_integral_value(rounding="ROUND_FLOOR"))
 
 
+# No payment is anywhere near 10^12 of anything; larger values are nonsense (or an attack on our arithmetic).
+MAX_DECIMAL = Decimal(10) ** 12
+
+
 def parse_decimal(value: object) -> Decimal | None:
-    """A gateway's decimal string (or int) as Decimal; None for anything else (floats included)."""
+    """A gateway's decimal string (or int) as Decimal; None for anything else (floats, signs, absurd sizes)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
+    text = str(value).strip()
+    if len(text) > 64:
+        return None
     try:
-        result = Decimal(str(value).strip())
+        result = Decimal(text)
     except InvalidOperation:
         return None
-    if not result.is_finite() or result < 0:
+    if not result.is_finite() or result < 0 or result >= MAX_DECIMAL:
         return None
     return result
 

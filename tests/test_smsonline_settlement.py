@@ -466,7 +466,7 @@ async def test_absurd_paid_amount_does_not_stop_other_users_being_credited(svc, 
     assert await balance(db, bob) == 700  # ...and bob is still paid
     assert (await deposit(db, good.id)).status is DepositStatus.PAID
     [review] = await notifications(db, "admin_deposit_review")  # the operator is asked to look, once
-    assert "implausible" in review["payload"]["reason"]
+    assert "unreadable paid amount" in review["payload"]["reason"]
 
 
 async def test_credentials_rotated_while_deposits_are_pending_alert_the_operator(db, fake):

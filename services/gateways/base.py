@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
@@ -171,3 +173,17 @@ class GatewayHealth:
     def failed(self, detail: str) -> None:
         self.last_error_at = time.time()
         self.last_error = detail[:300]
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Around one whole gateway call: OK only if its answer was usable; the gateway saying no counts as OK."""
+        try:
+            yield
+        except (PairUnavailable, CouponRejected, AmountRejected):
+            self.ok()
+            raise
+        except GatewayError as exc:
+            self.failed(exc.operator_detail)
+            raise
+        else:
+            self.ok()

@@ -22,7 +22,6 @@ from services.gateways.base import (
     AmountRejected,
     CreatedDeposit,
     DepositRequest,
-    GatewayError,
     GatewayHealth,
     GatewayMisconfigured,
     GatewayUnavailable,
@@ -69,8 +68,12 @@ def verify_webhook(body: bytes, payment_key: str) -> dict[str, Any] | None:
     received = data.pop("sign", None)
     if not isinstance(received, str) or data.get("type") not in ("payment", "wallet"):
         return None
-    expected = sign(php_json(data), payment_key)
-    return data if hmac.compare_digest(expected, received.lower()) else None
+    try:
+        expected = sign(php_json(data), payment_key)
+    except (RecursionError, ValueError):  # nested deeper than we can re-encode: not something Cryptomus sends
+        return None
+    # As bytes: compare_digest refuses non-ASCII str, and a sender must not be able to make that raise.
+    return data if hmac.compare_digest(expected.encode(), received.lower().encode("utf-8", "replace")) else None
 
 
 class CryptomusGateway:
@@ -112,23 +115,15 @@ class CryptomusGateway:
                 text = await response.text(errors="replace")
                 status = response.status
         except asyncio.TimeoutError as exc:
-            self.health.failed(f"{what}: timed out")
             raise GatewayUnavailable(f"Cryptomus {what}: timed out") from exc
         except aiohttp.ClientError as exc:
-            self.health.failed(f"{what}: {type(exc).__name__}")
             raise GatewayUnavailable(f"Cryptomus {what}: {type(exc).__name__}") from exc
         log.info("cryptomus %s answered %s: %s", what, status, text[:2000])
         try:
             answer = json.loads(text) if text else None
         except ValueError:
             answer = None
-        try:
-            result = self._unwrap(status, answer, text, what=what)
-        except GatewayError as exc:
-            self.health.failed(exc.operator_detail)
-            raise
-        self.health.ok()
-        return result
+        return self._unwrap(status, answer, text, what=what)
 
     def _unwrap(self, status: int, answer: Any, text: str, *, what: str) -> Any:
         message = _message(answer)
@@ -154,6 +149,21 @@ class CryptomusGateway:
     # --- the gateway protocol ---
 
     async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
+        with self.health.track():
+            return await self._create(request)
+
+    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+        with self.health.track():
+            result = await self._post("/v1/payment/info", {"order_id": order_id}, what="payment info")
+            if not isinstance(result, dict):
+                raise GatewayUnavailable(f"Cryptomus payment info: result is not an object: {result!r}"[:300])
+        return self._update(order_id, result, source="poll")
+
+    async def refresh_pairs(self) -> frozenset[Pair]:
+        with self.health.track():
+            return await self._refresh_pairs()
+
+    async def _create(self, request: DepositRequest) -> CreatedDeposit:
         # A new order id per attempt (reusing one returns the old invoice); at most 32 characters.
         order_id = f"d{request.deposit_id}-{secrets.token_hex(6)}"
         data: dict[str, Any] = {
@@ -191,12 +201,6 @@ class CryptomusGateway:
             quoted_cents=request.amount_cents,
         )
 
-    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
-        result = await self._post("/v1/payment/info", {"order_id": order_id}, what="payment info")
-        if not isinstance(result, dict):
-            raise GatewayUnavailable(f"Cryptomus payment info: result is not an object: {result!r}"[:300])
-        return self._update(order_id, result, source="poll")
-
     def read_webhook(self, body: bytes) -> WebhookReading:
         data = verify_webhook(body, self._key)
         if data is None:
@@ -216,10 +220,11 @@ class CryptomusGateway:
         raw = data.get("status", data.get("payment_status"))
         status = raw.strip().lower() if isinstance(raw, str) else None
         final = data.get("is_final") is True
-        paid_usd = parse_decimal(data.get("payment_amount_usd"))
-        paid_cents = decimal_to_cents(paid_usd) if paid_usd is not None else None
+        paid_cents, unreadable = _paid_usd_cents(data)
         txid = data.get("txid") if isinstance(data.get("txid"), str) else None
-        if status in _PAID and final:
+        if status in (*_PAID, "wrong_amount") and final and unreadable:
+            state = PaymentState.HELD  # a signed answer with nonsense figures: a person looks before any credit
+        elif status in _PAID and final:
             state = PaymentState.PAID
         elif status == "wrong_amount" and final:
             # Credited for what was received when Cryptomus says how much; otherwise a person decides.
@@ -240,10 +245,10 @@ class CryptomusGateway:
                             data.get("is_final"), json.dumps(data)[:2000])
         payer_currency = data.get("payer_currency")
         return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
-                             raw_status=status, source=source, raw=data,
+                             raw_status=status, source=source, raw=data, note=unreadable,
                              currency=payer_currency if isinstance(payer_currency, str) and payer_currency else None)
 
-    async def refresh_pairs(self) -> frozenset[Pair]:
+    async def _refresh_pairs(self) -> frozenset[Pair]:
         """Ask which pairs are available now and their limits (reference 2.5); keeps the old list on failure."""
         result = await self._post("/v1/payment/services", None, what="services")
         if not isinstance(result, list):
@@ -266,6 +271,26 @@ class CryptomusGateway:
         self.pairs = frozenset(pairs)
         self.limits = limits
         return self.pairs
+
+
+def _paid_usd_cents(data: dict[str, Any]) -> tuple[int | None, str | None]:
+    """USD actually paid, computed the same way from a webhook and from payment/info (reference 2.7: consistently),
+    and a note when a figure that is present can't be read.
+
+    Our invoices are in USD: the USD amount scaled by paid/due in the coin, at the invoice's own rate. Only
+    when the coin amounts are missing does `payment_amount_usd` (webhooks only) stand in.
+    """
+    unreadable = [f"{key} {str(data[key])[:40]!r}" for key in ("amount", "payment_amount", "payer_amount",
+                                                                "payment_amount_usd")
+                  if data.get(key) is not None and parse_decimal(data[key]) is None]
+    note = f"unreadable {', '.join(unreadable)}" if unreadable else None
+    amount = parse_decimal(data.get("amount"))
+    paid = parse_decimal(data.get("payment_amount"))
+    due = parse_decimal(data.get("payer_amount"))
+    if str(data.get("currency", "")).upper() == "USD" and amount and paid is not None and due:
+        return decimal_to_cents(amount * paid / due), note
+    usd = parse_decimal(data.get("payment_amount_usd"))
+    return (decimal_to_cents(usd) if usd is not None else None), note
 
 
 def _message(answer: Any) -> str:

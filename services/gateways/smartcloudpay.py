@@ -18,7 +18,6 @@ import aiohttp
 from services.gateways.base import (
     CreatedDeposit,
     DepositRequest,
-    GatewayError,
     GatewayHealth,
     GatewayMisconfigured,
     GatewayUnavailable,
@@ -73,23 +72,15 @@ class SmartCloudPayGateway:
                 text = await response.text(errors="replace")
                 status = response.status
         except asyncio.TimeoutError as exc:
-            self.health.failed(f"{what}: timed out")
             raise GatewayUnavailable(f"Smart CloudPay {what}: timed out") from exc
         except aiohttp.ClientError as exc:
-            self.health.failed(f"{what}: {type(exc).__name__}")
             raise GatewayUnavailable(f"Smart CloudPay {what}: {type(exc).__name__}") from exc
         log.info("smartcloudpay %s answered %s: %s", what, status, text[:2000])
         try:
             answer = json.loads(text) if text else None
         except ValueError:
             answer = None
-        try:
-            result = self._unwrap(status, answer, text, what=what)
-        except GatewayError as exc:
-            self.health.failed(exc.operator_detail)
-            raise
-        self.health.ok()
-        return result
+        return self._unwrap(status, answer, text, what=what)
 
     @staticmethod
     def _unwrap(status: int, answer: Any, text: str, *, what: str) -> dict[str, Any]:
@@ -108,6 +99,19 @@ class SmartCloudPayGateway:
         return data if isinstance(data, dict) else answer  # the envelope is undocumented: accept both
 
     async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
+        with self.health.track():
+            return await self._create(request)
+
+    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+        with self.health.track():
+            return await self._fetch(order_id)
+
+    async def cancel_deposit(self, order_id: str) -> None:
+        """Cancel at the gateway so funds sent later are refused instead of left unassigned."""
+        with self.health.track():
+            await self._request("POST", f"/payment/invoice/cancel/{quote(order_id, safe='')}", what="cancel invoice")
+
+    async def _create(self, request: DepositRequest) -> CreatedDeposit:
         usd = cents_to_decimal(request.amount_cents)
         payload = {
             "totalusd": "__TOTALUSD__",
@@ -140,7 +144,7 @@ class SmartCloudPayGateway:
             quoted_cents=request.amount_cents,
         )
 
-    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+    async def _fetch(self, order_id: str) -> PaymentUpdate:
         invoice = await self._request("GET", f"/invoice/{quote(order_id, safe='')}", what="get invoice")
         raw = _first_str(invoice, "status", "payment_status")
         status = raw.lower() if raw else None
@@ -176,10 +180,6 @@ class SmartCloudPayGateway:
             # The invoice amount is credited; the excess is for a person to refund or credit.
             return PaymentState.PAID, f"received {received} for an invoice of {expected} {coin}".strip()
         return PaymentState.PAID, None
-
-    async def cancel_deposit(self, order_id: str) -> None:
-        """Cancel at the gateway so funds sent later are refused instead of left unassigned."""
-        await self._request("POST", f"/payment/invoice/cancel/{quote(order_id, safe='')}", what="cancel invoice")
 
     def read_webhook(self, body: bytes) -> WebhookReading:
         """Unsigned: never settle from the body; only name the invoice to fetch from the API."""

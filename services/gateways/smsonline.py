@@ -17,7 +17,6 @@ import aiohttp
 from services.gateways.base import (
     CouponRejected,
     CreatedDeposit,
-    GatewayError,
     DepositRequest,
     GatewayHealth,
     GatewayMisconfigured,
@@ -75,6 +74,14 @@ class SMSOnlineGateway:
             await self._session.close()
 
     async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
+        with self.health.track():
+            return await self._create(request)
+
+    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+        with self.health.track():
+            return await self._fetch(order_id)
+
+    async def _create(self, request: DepositRequest) -> CreatedDeposit:
         url = self._customer_url("cryptomus", "direct", request.coin.upper(), request.network.upper(),
                                  amount_path_segment(request.amount_cents))
         payload: dict[str, str] = {"apiKey": self._api_key}
@@ -88,16 +95,17 @@ class SMSOnlineGateway:
         result = self._unwrap(status, body, what="direct wallet")
         return self._parse_deposit(result, request)
 
-    async def fetch_payment(self, order_id: str) -> PaymentUpdate:
+    async def _fetch(self, order_id: str) -> PaymentUpdate:
         url = self._customer_url("cryptomus", "transaction", order_id)
         status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="transaction status")
         result = self._unwrap(status, body, what="transaction status")
         return self._parse_status(order_id, result)
 
     async def account_balance(self) -> dict[str, Any]:
-        url = self._customer_url("balance")
-        status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="balance")
-        result = self._unwrap(status, body, what="balance")
+        with self.health.track():
+            url = self._customer_url("balance")
+            status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="balance")
+            result = self._unwrap(status, body, what="balance")
         return result if isinstance(result, dict) else {}
 
     async def _call(self, method: str, url: str, *, what: str, json_body: dict[str, Any] | None = None,
@@ -107,10 +115,8 @@ class SMSOnlineGateway:
                 text = await response.text(errors="replace")
                 status = response.status
         except asyncio.TimeoutError as exc:
-            self.health.failed(f"{what}: timed out")
             raise GatewayUnavailable(f"SMSOnline {what}: timed out") from exc
         except aiohttp.ClientError as exc:
-            self.health.failed(f"{what}: {type(exc).__name__}")
             raise GatewayUnavailable(f"SMSOnline {what}: {type(exc).__name__}") from exc
         # Raw bodies are logged for audit; they never contain our key (it is only in the request).
         log.info("smsonline %s answered %s: %s", what, status, text[:2000])
@@ -121,15 +127,6 @@ class SMSOnlineGateway:
         return status, body
 
     def _unwrap(self, status: int, body: Any, *, what: str) -> Any:
-        try:
-            result = self._check(status, body, what=what)
-        except GatewayError as exc:
-            self.health.failed(exc.operator_detail)
-            raise
-        self.health.ok()
-        return result
-
-    def _check(self, status: int, body: Any, *, what: str) -> Any:
         if status == 401:
             raise GatewayMisconfigured(f"SMSOnline {what}: user verification failed (check SMSONLINE_USER_ID and "
                                        f"SMSONLINE_API_KEY): {_describe(body)}")
@@ -172,11 +169,17 @@ class SMSOnlineGateway:
         raw_status = result.get("status", result.get("payment_status"))
         status = raw_status.strip().lower() if isinstance(raw_status, str) else None
         is_final = result.get("is_final")
-        paid_usd = parse_decimal(result.get("payment_amount_usd"))
+        raw_paid = result.get("payment_amount_usd")
+        paid_usd = parse_decimal(raw_paid)
         paid_cents = decimal_to_cents(paid_usd) if paid_usd is not None else None
+        # An amount that is there but unreadable means something is off: a person looks before any credit.
+        unreadable = f"unreadable paid amount {str(raw_paid)[:40]!r}" if raw_paid is not None and paid_usd is None \
+            else None
         txid = result.get("txid") if isinstance(result.get("txid"), str) else None
 
-        if status in _PAID and is_final is not False:
+        if status in (*_PAID, "wrong_amount") and is_final is not False and unreadable:
+            state = PaymentState.HELD
+        elif status in _PAID and is_final is not False:
             state = PaymentState.PAID
         elif status == "wrong_amount" and is_final is not False:
             # Only credit an underpayment when the gateway tells us what arrived; otherwise hold for review.
@@ -197,7 +200,7 @@ class SMSOnlineGateway:
                             raw_status, json.dumps(result)[:2000])
         currency = result.get("currency")
         return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
-                             raw_status=status, source="poll", raw=result,
+                             raw_status=status, source="poll", raw=result, note=unreadable,
                              currency=currency if isinstance(currency, str) and currency else None)
 
 
