@@ -51,7 +51,8 @@ async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, dict
     public = settings.public_url
     if settings.payment_gateway == "smsonline":
         return SMSOnlineGateway(settings.smsonline_api_url, settings.smsonline_user_id,
-                                settings.smsonline_api_key.value), {}
+                                settings.smsonline_api_key.value, link_methods=settings.smsonline_extra_methods,
+                                v2_api_url=settings.smsonline_v2_api_url if settings.smsonline_v2 else None), {}
     if settings.payment_gateway == "cryptomus":
         if public is None:
             log.warning("PUBLIC_URL is not set: Cryptomus can't call back, payments are confirmed by polling only")

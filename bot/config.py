@@ -43,6 +43,9 @@ class Settings:
     smsonline_api_url: str = "https://api-x.smsonline.cloud"
     smsonline_user_id: str = ""
     smsonline_api_key: Secret = Secret("")
+    smsonline_extra_methods: frozenset[str] = frozenset()
+    smsonline_v2: bool = False
+    smsonline_v2_api_url: str = "https://api.smsonline.cloud"
     cryptomus_api_url: str = "https://api.cryptomus.com"
     cryptomus_merchant_id: str = ""
     cryptomus_api_key: Secret = Secret("")
@@ -120,6 +123,12 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         raise ConfigError(f"SMARTCLOUDPAY_PAIRS: no Smart CloudPay network for {', '.join(sorted(unsupported))} "
                           f"(it has: {', '.join(GATEWAY_NETWORK_CODES['smartcloudpay'])})")
 
+    extra_methods = frozenset(m.strip().lower() for m in get("SMSONLINE_EXTRA_METHODS").split(",") if m.strip())
+    unknown_methods = sorted(extra_methods - {"page", "card"})
+    if unknown_methods:
+        raise ConfigError(f"SMSONLINE_EXTRA_METHODS: unknown {', '.join(unknown_methods)}; use page, card or both "
+                          "(page: any coin on the Cryptomus payment page; card: Pay4bit)")
+
     min_cents = _usd(get("MIN_AMOUNT_USD", "1"), "MIN_AMOUNT_USD")
     max_cents = _usd(get("MAX_AMOUNT_USD", "10000"), "MAX_AMOUNT_USD")
     if min_cents > max_cents:
@@ -160,6 +169,10 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         smsonline_api_url=_http_url(get("SMSONLINE_API_URL", "https://api-x.smsonline.cloud"), "SMSONLINE_API_URL"),
         smsonline_user_id=smsonline_user,
         smsonline_api_key=Secret(smsonline_key),
+        smsonline_extra_methods=extra_methods,
+        smsonline_v2=_bool(get("SMSONLINE_V2", "false"), "SMSONLINE_V2"),
+        smsonline_v2_api_url=_http_url(get("SMSONLINE_V2_API_URL", "https://api.smsonline.cloud"),
+                                       "SMSONLINE_V2_API_URL"),
         cryptomus_api_url=_http_url(get("CRYPTOMUS_API_URL", "https://api.cryptomus.com"), "CRYPTOMUS_API_URL"),
         cryptomus_merchant_id=get("CRYPTOMUS_MERCHANT_ID"),
         cryptomus_api_key=Secret(get("CRYPTOMUS_API_KEY")),

@@ -140,10 +140,14 @@ class DeliveryWorker:
             await self._bot.send_message(n.chat_id, views.expired_text(t, deposit),
                                          reply_markup=views.deposit_keyboard(t, deposit, sandbox=self._sandbox))
         elif n.kind == "deposit_card" and deposit is not None:
-            await self._bot.edit_message_caption(
-                chat_id=n.chat_id, message_id=int(p["message_id"]),
-                caption=views.deposit_caption(t, deposit, sandbox=self._sandbox),
-                reply_markup=views.deposit_keyboard(t, deposit, sandbox=self._sandbox))
+            text = views.deposit_caption(t, deposit, sandbox=self._sandbox)
+            keyboard = views.deposit_keyboard(t, deposit, sandbox=self._sandbox)
+            if deposit.is_link:  # a text card, not a photo
+                await self._bot.edit_message_text(text, chat_id=n.chat_id, message_id=int(p["message_id"]),
+                                                  reply_markup=keyboard)
+            else:
+                await self._bot.edit_message_caption(chat_id=n.chat_id, message_id=int(p["message_id"]),
+                                                     caption=text, reply_markup=keyboard)
         elif n.kind == "admin_deposit_paid" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             key = "admin.paid-review" if p.get("review") else "admin.paid"
@@ -158,6 +162,11 @@ class DeliveryWorker:
             await self._bot.send_message(n.chat_id, t(
                 "admin.review", id=deposit.id, gateway=deposit.gateway, reason=p.get("reason", "?"),
                 order=deposit.order_id or "—"))
+        elif n.kind == "admin_manual_deposit" and deposit is not None:
+            user = await users.get(self._db.reader, deposit.user_id)
+            await self._bot.send_message(n.chat_id, t(
+                "admin.manual-deposit", id=deposit.id, user=_user_label(user, deposit.user_id),
+                amount=format_usd(deposit.amount_cents), method=network_title(deposit.network)))
         elif n.kind == "admin_webhook_rejected":
             await self._bot.send_message(n.chat_id, t("admin.webhook-rejected", source=p.get("source", "?"),
                                                       reason=p.get("reason", "?"), ip=p.get("ip", "?")))

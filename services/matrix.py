@@ -23,6 +23,10 @@ SUPPORTED_MATRIX: dict[str, tuple[str, ...]] = {
     "DAI": ("BSC", "POLYGON", "ETH"),
 }
 
+# Ways to pay through a page instead of an address (SMSOnline's extras): method -> the "network" shown.
+LINK_METHODS: dict[str, str] = {"page": "PAGE", "card": "CARD"}
+LINK_COIN = "USD"
+
 # Coins worth one US dollar, whose amounts and limits read directly as USD.
 STABLECOINS = frozenset({"USDT", "USDC", "DAI"})
 
@@ -42,6 +46,8 @@ NETWORK_TITLES: dict[str, str] = {
     "DASH": "Dash",
     "DOGE": "Dogecoin",
     "BCH": "Bitcoin Cash",
+    "PAGE": "Cryptomus payment page",
+    "CARD": "Bank card (Pay4bit)",
 }
 
 

@@ -18,6 +18,7 @@ class AmountProblem(str, Enum):
     NOT_POSITIVE = "zero"
     BELOW_MIN = "below-min"
     ABOVE_MAX = "above-max"
+    WHOLE_DOLLARS = "whole-dollars"  # payment pages take integers
 
 
 class AmountError(ValueError):

@@ -5,25 +5,28 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 from services.alerts import alert_operator
 from services.coupons import CouponChoice, CouponError, CouponProblem, choose_coupon
 from services.gateways.base import (
     AmountRejected,
     CouponRejected,
+    CreatedDeposit,
     DepositRequest,
     Gateway,
     GatewayError,
     GatewayMisconfigured,
+    LinkGateway,
     PairLimits,
     PairUnavailable,
 )
-from services.matrix import STABLECOINS, Matrix, Pair
-from services.money import AmountLimits, check_limits, format_crypto
+from services.matrix import LINK_COIN, LINK_METHODS, STABLECOINS, Matrix, Pair
+from services.money import AmountError, AmountLimits, AmountProblem, check_limits, format_crypto
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons as coupon_repo
-from services.store import deposits
+from services.store import deposits, outbox
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,32 @@ class TopupService:
             return None
         return f"{format_crypto(gateway_limits.min_amount.normalize())} {coin}"
 
-    async def choose_coupon(self, *, user_id: int, code: str, amount_cents: int) -> CouponChoice:
+    def link_methods(self) -> list[str]:
+        """Payment pages offered besides the coins (SMSOnline's extras, when the operator enabled them)."""
+        enabled = getattr(self.gateway, "link_methods", frozenset())
+        return [method for method in LINK_METHODS if method in enabled]
+
+    def link_method(self, network: str) -> str | None:
+        for method, shown in LINK_METHODS.items():
+            if shown == network and method in self.link_methods():
+                return method
+        return None
+
+    def offers(self, coin: str, network: str) -> bool:
+        return self.matrix.has(coin, network) or (coin == LINK_COIN and self.link_method(network) is not None)
+
+    def takes_gateway_codes(self, network: str) -> bool:
+        method = self.link_method(network)
+        if method is None:
+            return self.gateway.accepts_coupon_codes
+        # Only the V3 page invoice takes a couponCode; the card invoice and the V2 checkout don't.
+        return method == "page" and self.gateway.accepts_coupon_codes and not getattr(self.gateway, "_v2_base", None)
+
+    async def choose_coupon(self, *, user_id: int, code: str, amount_cents: int,
+                            network: str | None = None) -> CouponChoice:
+        takes_codes = self.takes_gateway_codes(network) if network else self.gateway.accepts_coupon_codes
         return await choose_coupon(self.db, code=code, user_id=user_id, amount_cents=amount_cents, now=now_ts(),
-                                   gateway_takes_codes=self.gateway.accepts_coupon_codes)
+                                   gateway_takes_codes=takes_codes)
 
     async def create_deposit(self, *, user_id: int, chat_id: int, coin: str, network: str, amount_cents: int,
                              coupon_code: str | None) -> Deposit:
@@ -94,18 +120,22 @@ class TopupService:
 
         Raises AmountError, CouponError or TopupError; in every case nothing is left that looks created.
         """
-        if not self.matrix.has(coin, network):
+        if not self.offers(coin, network):
             raise TopupError(TopupProblem.PAIR_UNAVAILABLE)
+        method = self.link_method(network) or "wallet"
         check_limits(amount_cents, self.limits_for(coin, network))
+        if method != "wallet" and amount_cents % 100:
+            raise AmountError(AmountProblem.WHOLE_DOLLARS)
         choice = None
         if coupon_code:
-            choice = await self.choose_coupon(user_id=user_id, code=coupon_code, amount_cents=amount_cents)
+            choice = await self.choose_coupon(user_id=user_id, code=coupon_code, amount_cents=amount_cents,
+                                              network=network)
 
         async with self.db.transaction() as tx:
             deposit_id = await deposits.reserve(
                 tx, user_id=user_id, chat_id=chat_id, gateway=self.gateway.name, coin=coin, network=network,
                 amount_cents=amount_cents, coupon_id=choice.coupon.id if choice and choice.coupon else None,
-                gateway_coupon=choice.code if choice and choice.is_gateway_code else None)
+                gateway_coupon=choice.code if choice and choice.is_gateway_code else None, method=method)
             if choice is not None and choice.coupon is not None:
                 # Rolling back removes the reservation too, so a lost race leaves nothing behind.
                 if not await coupon_repo.hold(tx, choice.coupon.id, user_id, deposit_id):
@@ -117,7 +147,7 @@ class TopupService:
                                  amount_cents=amount_cents,
                                  coupon_code=choice.code if choice and choice.is_gateway_code else None)
         try:
-            created = await self.gateway.create_deposit(request)
+            created = await self._ask_gateway(request, method)
         except BaseException as exc:
             await self._creation_failed(deposit_id, exc)
             if isinstance(exc, CouponRejected):
@@ -136,10 +166,23 @@ class TopupService:
                 pay_currency=created.pay_currency, expires_at=created.expires_at, payment_url=created.payment_url,
                 quoted_cents=created.quoted_cents, first_check_at=now_ts() + self._first_check_delay)
             deposit = await deposits.get(tx, deposit_id)
-        assert deposit is not None
+            assert deposit is not None
+            if method == "card" and self._admin_chat_id is not None:
+                # Card payments can't be followed through the API: the operator confirms them by hand.
+                await outbox.enqueue(tx, kind="admin_manual_deposit", chat_id=self._admin_chat_id, user_id=user_id,
+                                     deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:admin:manual")
         log.info("deposit %s created at %s: order %s, %s %s/%s for %s cents", deposit_id, self.gateway.name,
                  created.order_id, created.pay_amount, coin, network, amount_cents)
         return deposit
+
+    async def _ask_gateway(self, request: DepositRequest, method: str) -> CreatedDeposit:
+        """The gateway's deposit, in one shape: a page link is a deposit with no address and no coin amount."""
+        if method == "wallet":
+            return await self.gateway.create_deposit(request)
+        link = await cast(LinkGateway, self.gateway).create_link(request, method)
+        return CreatedDeposit(order_id=link.order_id, address=None, pay_amount=None, pay_currency=LINK_COIN,
+                              expires_at=link.expires_at, payment_url=link.payment_url,
+                              quoted_cents=link.quoted_cents)
 
     async def _creation_failed(self, deposit_id: int, exc: BaseException) -> None:
         detail = exc.operator_detail if isinstance(exc, GatewayError) else type(exc).__name__

@@ -53,6 +53,8 @@ def test_secrets_never_print() -> None:
     ({**BASE, "TELEGRAM_WEBHOOK": "true", "PUBLIC_URL": "http://bot.example.com"}, ["PUBLIC_URL", "https"]),
     ({**BASE, "TELEGRAM_WEBHOOK_SECRET": "has spaces"}, ["TELEGRAM_WEBHOOK_SECRET"]),
     ({**BASE, "SMARTCLOUDPAY_CALLBACK_TOKEN": "short"}, ["SMARTCLOUDPAY_CALLBACK_TOKEN"]),
+    ({**BASE, "SMSONLINE_EXTRA_METHODS": "page,paypal"}, ["SMSONLINE_EXTRA_METHODS", "paypal"]),
+    ({**BASE, "SMSONLINE_V2": "sometimes"}, ["SMSONLINE_V2"]),
 ])
 def test_each_mistake_is_named(env: dict[str, str], names: list[str]) -> None:
     with pytest.raises(ConfigError) as info:

@@ -20,6 +20,7 @@ from babel.messages.pofile import read_po
 from bot.app import USER_COMMANDS
 from handlers.ui.callbacks import DepositAction, FlowAction
 from services.coupons import CouponProblem
+from services.matrix import LINK_METHODS
 from services.money import AmountProblem
 from services.store import DepositStatus
 from tests.fakes.bot_api import FakeBotAPI
@@ -37,6 +38,8 @@ DYNAMIC_KEYS: dict[str, list[str]] = {
     "flow.": [a.value for a in FlowAction],
     "deposit.": [a.value for a in DepositAction],
     "command.": list(USER_COMMANDS),
+    "topup.link.": list(LINK_METHODS),
+    "deposit.link-note.": list(LINK_METHODS),
 }
 
 

@@ -27,6 +27,12 @@ class CoinCb(CallbackData, prefix="tc"):
     coin: str
 
 
+class LinkCb(CallbackData, prefix="tl"):
+    """A payment page instead of a coin (SMSOnline's extras): method is 'page' or 'card'."""
+
+    method: str
+
+
 class NetworkCb(CallbackData, prefix="tn"):
     coin: str
     network: str

@@ -13,6 +13,7 @@ from bot.i18n import Html, Translator
 from handlers.ui.callbacks import (
     AmountCb,
     CoinCb,
+    LinkCb,
     DepositAction,
     DepositCb,
     FlowAction,
@@ -24,7 +25,7 @@ from handlers.ui.callbacks import (
     NetworkCb,
 )
 from services.coupons import CouponChoice
-from services.matrix import network_title
+from services.matrix import LINK_METHODS, network_title
 from services.money import format_crypto, format_usd
 from services.store import Deposit, DepositStatus
 
@@ -49,13 +50,19 @@ def start_text(t: Translator, first_name: str, balance_cents: int, sandbox: bool
     return text + ("\n\n" + t("sandbox.notice") if sandbox else "")
 
 
-def coins_keyboard(t: Translator, coins: list[str]) -> InlineKeyboardMarkup:
+def coins_keyboard(t: Translator, coins: list[str], link_methods: list[str] | None = None) -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     for coin in coins:
         kb.button(text=coin, callback_data=CoinCb(coin=coin))
     kb.adjust(4)
+    for method in link_methods or []:
+        kb.row(InlineKeyboardButton(text=t(f"topup.link.{method}"), callback_data=LinkCb(method=method).pack()))
     kb.row(_flow_button(t, FlowAction.CANCEL))
     return kb.as_markup()
+
+
+def is_link_network(network: str) -> bool:
+    return network in LINK_METHODS.values()
 
 
 def networks_keyboard(t: Translator, coin: str, networks: list[str]) -> InlineKeyboardMarkup:
@@ -68,6 +75,9 @@ def networks_keyboard(t: Translator, coin: str, networks: list[str]) -> InlineKe
 
 
 def amount_text(t: Translator, coin: str, network: str, min_cents: int, max_cents: int) -> str:
+    if is_link_network(network):
+        return t("topup.ask-amount-link", method=network_title(network), min=format_usd(min_cents),
+                 max=format_usd(max_cents))
     return t("topup.ask-amount", coin=coin, network=network_title(network), min=format_usd(min_cents),
              max=format_usd(max_cents))
 
@@ -90,10 +100,12 @@ def coupon_keyboard(t: Translator) -> InlineKeyboardMarkup:
 
 def confirm_text(t: Translator, *, coin: str, network: str, amount_cents: int, coupon: CouponChoice | None,
                  sandbox: bool) -> str:
-    lines = [t("confirm.title"), "",
-             t("confirm.coin", coin=coin),
-             t("confirm.network", network=network_title(network)),
-             t("confirm.amount", amount=format_usd(amount_cents))]
+    lines = [t("confirm.title"), ""]
+    if is_link_network(network):
+        lines.append(t("confirm.method", method=network_title(network)))
+    else:
+        lines += [t("confirm.coin", coin=coin), t("confirm.network", network=network_title(network))]
+    lines.append(t("confirm.amount", amount=format_usd(amount_cents)))
     if coupon is None:
         lines.append(t("confirm.no-coupon"))
     elif coupon.bonus_cents is None:
@@ -138,7 +150,16 @@ def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, now: floa
             lines.append(t("deposit.bonus-line", bonus=format_usd(deposit.bonus_cents)))
         return "\n".join(lines)
     if deposit.status in (DepositStatus.EXPIRED, DepositStatus.CANCELLED, DepositStatus.FAILED):
-        lines += ["", t("deposit.do-not-send")]
+        lines += ["", t("deposit.do-not-pay-link" if deposit.is_link else "deposit.do-not-send")]
+        return "\n".join(lines)
+    if deposit.is_link:
+        lines += ["", t("deposit.link-pay", amount=format_usd(deposit.amount_cents),
+                        method=network_title(deposit.network))]
+        if deposit.expires_at:
+            minutes = max(0, int(deposit.expires_at - (now if now is not None else time.time()))) // 60
+            lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=minutes))
+        lines += [t("deposit.credit", amount=format_usd(deposit.expected_credit_cents)),
+                  t(f"deposit.link-note.{deposit.method}")]
         return "\n".join(lines)
     network = network_title(deposit.network)
     lines += [

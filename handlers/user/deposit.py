@@ -53,9 +53,13 @@ async def _refresh(cb: CallbackQuery, t: Translator, topup: TopupService, deposi
     if not isinstance(cb.message, Message) or cb.message.message_id != deposit.message_id:
         return
     sandbox = topup.gateway.is_sandbox
+    text = views.deposit_caption(t, deposit, sandbox=sandbox)
+    keyboard = views.deposit_keyboard(t, deposit, sandbox=sandbox)
     try:
-        await cb.message.edit_caption(caption=views.deposit_caption(t, deposit, sandbox=sandbox),
-                                      reply_markup=views.deposit_keyboard(t, deposit, sandbox=sandbox))
+        if deposit.is_link:  # a text card, not a photo
+            await cb.message.edit_text(text, reply_markup=keyboard)
+        else:
+            await cb.message.edit_caption(caption=text, reply_markup=keyboard)
     except TelegramBadRequest as exc:
         if "not modified" not in exc.message:
             raise

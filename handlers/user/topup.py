@@ -17,10 +17,11 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup
 
 from bot.i18n import Translator
 from handlers.ui import views
-from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, MenuAction, MenuCb, NetworkCb
+from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, LinkCb, MenuAction, MenuCb, NetworkCb
 from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
 from services.coupons import CouponChoice, CouponError
+from services.matrix import LINK_COIN, LINK_METHODS
 from services.money import AmountError, AmountLimits, AmountProblem, check_limits, format_usd, parse_usd_within
 from services.store import Deposit
 from services.store import coupons as coupon_repo
@@ -41,7 +42,7 @@ class TopupFlow(StatesGroup):
 # --- entering the flow ---
 
 async def topup_command(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
-    sent = await message.answer(t("topup.pick-coin"), reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
+    sent = await message.answer(t("topup.pick-coin"), reply_markup=_coins_keyboard(t, topup))
     await _start_flow(state, sent.message_id)
 
 
@@ -50,9 +51,13 @@ async def topup_button(cb: CallbackQuery, callback_data: MenuCb, state: FSMConte
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
-    shown = await replace_or_answer(cb.message, t("topup.pick-coin"), views.coins_keyboard(t, topup.matrix.coins()),
+    shown = await replace_or_answer(cb.message, t("topup.pick-coin"), _coins_keyboard(t, topup),
                                     below=callback_data.below)
     await _start_flow(state, shown.message_id)
+
+
+def _coins_keyboard(t: Translator, topup: TopupService) -> InlineKeyboardMarkup:
+    return views.coins_keyboard(t, topup.matrix.coins(), topup.link_methods())
 
 
 async def _start_flow(state: FSMContext, flow_message_id: int) -> None:
@@ -90,6 +95,20 @@ async def pick_coin(cb: CallbackQuery, callback_data: CoinCb, state: FSMContext,
                                reply_markup=views.networks_keyboard(t, callback_data.coin, networks))
 
 
+async def pick_link(cb: CallbackQuery, callback_data: LinkCb, state: FSMContext, t: Translator,
+                    topup: TopupService) -> None:
+    """A payment page instead of a coin: straight to the amount."""
+    if await _on_flow_message(cb, state, t) is None:
+        return
+    network = LINK_METHODS.get(callback_data.method)
+    if network is None or topup.link_method(network) is None:
+        await cb.answer(t("stale"))
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    await _ask_amount(cb.message, state, t, topup, LINK_COIN, network, edit=True)
+
+
 async def pick_network(cb: CallbackQuery, callback_data: NetworkCb, state: FSMContext, t: Translator,
                        topup: TopupService) -> None:
     data = await _on_flow_message(cb, state, t)
@@ -122,6 +141,13 @@ async def _flow_limits(state: FSMContext, topup: TopupService) -> AmountLimits:
     return topup.limits_for(str(data.get("coin")), str(data.get("network")))
 
 
+async def _check_amount(state: FSMContext, topup: TopupService, cents: int) -> None:
+    """What the amount must also be for the chosen method: payment pages take whole dollars."""
+    data = await state.get_data()
+    if topup.link_method(str(data.get("network"))) is not None and cents % 100:
+        raise AmountError(AmountProblem.WHOLE_DOLLARS)
+
+
 def _amount_error(t: Translator, problem: AmountProblem, limits: AmountLimits) -> str:
     return t(f"amount.error.{problem.value}", min=format_usd(limits.min_cents), max=format_usd(limits.max_cents))
 
@@ -134,6 +160,7 @@ async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMCont
         return
     try:
         check_limits(callback_data.cents, await _flow_limits(state, topup))
+        await _check_amount(state, topup, callback_data.cents)
     except AmountError:
         await cb.answer(t("stale"))
         return
@@ -147,6 +174,7 @@ async def type_amount(message: Message, state: FSMContext, t: Translator, topup:
     limits = await _flow_limits(state, topup)
     try:
         cents = parse_usd_within(message.text, limits)
+        await _check_amount(state, topup, cents)
     except AmountError as exc:
         await message.answer(_amount_error(t, exc.problem, limits))
         return
@@ -172,7 +200,7 @@ async def type_coupon(message: Message, state: FSMContext, t: Translator, topup:
     data = await state.get_data()
     try:
         choice = await topup.choose_coupon(user_id=message.from_user.id, code=message.text,
-                                           amount_cents=int(data["amount_cents"]))
+                                           amount_cents=int(data["amount_cents"]), network=str(data["network"]))
     except CouponError as exc:
         # The retry prompt becomes the flow message; buttons on the old one are now out of date.
         await _show(message, state, _coupon_error(t, exc), views.coupon_keyboard(t), edit=False)
@@ -239,7 +267,7 @@ async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, to
         if exc.problem is TopupProblem.PAIR_UNAVAILABLE:
             await state.set_state(TopupFlow.coin)
             await cb.message.edit_text(t("topup.error.pair-unavailable") + "\n\n" + t("topup.pick-coin"),
-                                       reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
+                                       reply_markup=_coins_keyboard(t, topup))
             return
         choice = await _choice_from_state(topup, coupon, int(data["amount_cents"]))
         await _show_confirm(cb.message, state, t, topup, choice, edit=True,
@@ -261,6 +289,11 @@ async def _choice_from_state(topup: TopupService, coupon: dict[str, Any], amount
 
 async def send_deposit_card(message: Message, t: Translator, topup: TopupService, deposit: Deposit) -> None:
     sandbox = topup.gateway.is_sandbox
+    if deposit.is_link:  # nothing to scan: the card is the link and what happens next
+        card = await message.answer(views.deposit_caption(t, deposit, sandbox=sandbox),
+                                    reply_markup=views.deposit_keyboard(t, deposit, sandbox=sandbox))
+        await topup.attach_message(deposit.id, card.chat.id, card.message_id)
+        return
     assert deposit.address is not None
     card = await message.answer_photo(
         BufferedInputFile(views.qr_png(deposit.address), filename=f"deposit-{deposit.id}.png"),
@@ -282,7 +315,7 @@ async def back(cb: CallbackQuery, state: FSMContext, t: Translator, topup: Topup
     if current == TopupFlow.network.state or (current == TopupFlow.amount.state
                                                and len(topup.matrix.networks(str(coin))) <= 1):
         await state.set_state(TopupFlow.coin)
-        await cb.message.edit_text(t("topup.pick-coin"), reply_markup=views.coins_keyboard(t, topup.matrix.coins()))
+        await cb.message.edit_text(t("topup.pick-coin"), reply_markup=_coins_keyboard(t, topup))
     elif current == TopupFlow.amount.state:
         await state.set_state(TopupFlow.network)
         await cb.message.edit_text(t("topup.pick-network", coin=coin),
@@ -319,6 +352,7 @@ def build_router() -> Router:
     router.message.register(topup_command, Command("topup"))
     router.callback_query.register(topup_button, MenuCb.filter(F.action == MenuAction.TOPUP))
     router.callback_query.register(pick_coin, TopupFlow.coin, CoinCb.filter())
+    router.callback_query.register(pick_link, TopupFlow.coin, LinkCb.filter())
     router.callback_query.register(pick_network, TopupFlow.network, NetworkCb.filter())
     router.callback_query.register(pick_amount, TopupFlow.amount, AmountCb.filter())
     router.message.register(type_amount, TopupFlow.amount, F.text, NOT_COMMAND)

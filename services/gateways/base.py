@@ -37,12 +37,22 @@ class DepositRequest:
 @dataclass(frozen=True)
 class CreatedDeposit:
     order_id: str
-    address: str
-    pay_amount: Decimal
+    address: str | None       # None only for a payment-page deposit (see CreatedLink)
+    pay_amount: Decimal | None
     pay_currency: str
     expires_at: int
     payment_url: str | None = None
     quoted_cents: int | None = None  # the gateway's USD value of the deposit, if it says
+
+
+@dataclass(frozen=True)
+class CreatedLink:
+    """A deposit paid on a page the user opens: there is no address, only the link."""
+
+    order_id: str
+    payment_url: str
+    expires_at: int
+    quoted_cents: int
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,14 @@ class WebhookGateway(Gateway, Protocol):
     """A gateway that calls us back. Reading a callback is pure: no I/O, so it can be tested and fuzzed alone."""
 
     def read_webhook(self, body: bytes) -> WebhookReading: ...
+
+
+class LinkGateway(Gateway, Protocol):
+    """A gateway that also offers payment pages (SMSOnline's extras); `link_methods` are those enabled."""
+
+    link_methods: frozenset[str]
+
+    async def create_link(self, request: DepositRequest, method: str) -> CreatedLink: ...
 
 
 class CancellableGateway(Gateway, Protocol):

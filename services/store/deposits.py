@@ -10,23 +10,24 @@ from services.store.models import Deposit, DepositStatus
 
 
 async def reserve(conn: aiosqlite.Connection, *, user_id: int, chat_id: int, gateway: str, coin: str,
-                  network: str, amount_cents: int, coupon_id: int | None, gateway_coupon: str | None) -> int:
+                  network: str, amount_cents: int, coupon_id: int | None, gateway_coupon: str | None,
+                  method: str = "wallet") -> int:
     now = now_ts()
     deposit_id = await insert(
         conn,
         """
         INSERT INTO deposits (user_id, chat_id, gateway, status, coin, network, amount_cents, coupon_id,
-                              gateway_coupon, created_at, updated_at)
-        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)
+                              gateway_coupon, method, created_at, updated_at)
+        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?)
         """,
-        (user_id, chat_id, gateway, coin, network, amount_cents, coupon_id, gateway_coupon, now, now),
+        (user_id, chat_id, gateway, coin, network, amount_cents, coupon_id, gateway_coupon, method, now, now),
     )
     assert deposit_id is not None
     return deposit_id
 
 
-async def mark_created(conn: aiosqlite.Connection, deposit_id: int, *, order_id: str, address: str,
-                       pay_amount: Decimal, pay_currency: str, expires_at: int, payment_url: str | None,
+async def mark_created(conn: aiosqlite.Connection, deposit_id: int, *, order_id: str, address: str | None,
+                       pay_amount: Decimal | None, pay_currency: str, expires_at: int, payment_url: str | None,
                        quoted_cents: int | None, first_check_at: int) -> None:
     await execute(
         conn,
@@ -35,8 +36,8 @@ async def mark_created(conn: aiosqlite.Connection, deposit_id: int, *, order_id:
                expires_at = ?, payment_url = ?, quoted_cents = ?, next_check_at = ?, updated_at = ?
         WHERE id = ? AND status = 'creating'
         """,
-        (order_id, address, str(pay_amount), pay_currency, expires_at, payment_url, quoted_cents,
-         first_check_at, now_ts(), deposit_id),
+        (order_id, address, None if pay_amount is None else str(pay_amount), pay_currency, expires_at, payment_url,
+         quoted_cents, first_check_at, now_ts(), deposit_id),
     )
 
 

@@ -86,6 +86,12 @@ class Deposit:
     next_check_at: int | None
     created_at: int
     paid_at: int | None
+    method: str = "wallet"
+
+    @property
+    def is_link(self) -> bool:
+        """Paid on a page the user opens, not by sending coins to an address we show."""
+        return self.method != "wallet"
 
     @property
     def expected_credit_cents(self) -> int:
@@ -122,6 +128,7 @@ class Deposit:
             next_check_at=row["next_check_at"],
             created_at=row["created_at"],
             paid_at=row["paid_at"],
+            method=row["method"],
         )
 
 

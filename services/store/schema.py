@@ -161,7 +161,17 @@ _V2 = [
     "CREATE INDEX callbacks_order ON callbacks(source, order_id)",
 ]
 
+# v3: how a deposit is paid: 'wallet' (an address and an exact amount) or a payment page link
+# ('page': any coin on a hosted page, 'card': a bank card), which SMSOnline offers besides its wallet.
+_V3 = [
+    (
+        "ALTER TABLE deposits ADD COLUMN method TEXT NOT NULL DEFAULT 'wallet'"
+        " CHECK (method IN ('wallet', 'page', 'card'))"
+    ),
+]
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
     (2, _V2),
+    (3, _V3),
 ]

@@ -213,6 +213,7 @@ class FakeSMSOnline:
         app.router.add_get(v3 + "/coupons", self._coupons)
         # V2 lives on another host (api.smsonline.cloud) in reality; the fake serves it from the same base_url.
         app.router.add_get("/cs/checkout/crypto", self._v2_checkout_crypto)
+        app.router.add_get(v3 + "/payments", self._payments)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -254,6 +255,16 @@ class FakeSMSOnline:
             cents = int(Decimal(deposit["amountInUSD"]) * 100)
             self.balance += cents
             self.total_charges += cents
+
+    def set_invoice_status(self, url_or_pay_id: str, status: str, *, amount: int | None = None) -> None:
+        """Change a hosted-page invoice's status (and optionally its history amount) as Get invoices shows it."""
+        for invoice in self.invoices:
+            if url_or_pay_id in (invoice["url"], invoice["url"].rsplit("/", 1)[-1]):
+                invoice["status"] = status
+                if amount is not None:
+                    invoice["history_amount"] = amount
+                return
+        raise KeyError(url_or_pay_id)
 
     def last_order_id(self) -> str | None:
         """The order_id of the most recently created deposit, or None when there is none."""
@@ -438,6 +449,25 @@ class FakeSMSOnline:
         url = f"https://api.pay4bit.net/pay?public_key=fake&account={self.user_id}&sum={amount}&currency=USD&sign={sig}"
         self.invoices.append({"kind": "pay4bit", "amount": int(amount), "couponCode": None, "url": url})
         return web.json_response({"ok": True, "body": url})
+
+    async def _payments(self, request: web.Request) -> web.Response:
+        """Get invoices (top-up history), in the documented item shape.
+
+        ASSUMPTIONS: payId is the uuid at the end of a Cryptomus payment URL (undocumented; the bot relies on an
+        exact match and credits nothing otherwise); amount is USD cents; Pay4bit items carry an opaque payId.
+        """
+        if not self._query_auth(request):
+            return _v3_error(401, ERR_AUTH)
+        items = []
+        for n, invoice in enumerate(self.invoices):
+            cents = invoice["amount"] if invoice["kind"] == "v2_crypto" else invoice["amount"] * 100
+            pay_id = (invoice["url"].rsplit("/", 1)[-1] if invoice["kind"] != "pay4bit"
+                      else hashlib.sha256(invoice["url"].encode()).hexdigest()[:16])
+            items.append({"method": "crypto" if invoice["kind"] != "pay4bit" else "card", "sesid": f"ses-{n}",
+                          "payId": pay_id, "amount": invoice.get("history_amount", cents),
+                          "created": "2025-05-15 18:37:30", "expires_at": "2025-05-15 19:37:30",
+                          "status": invoice.get("status", "check"), "userId": self.user_id})
+        return web.json_response({"ok": True, "body": items})
 
     async def _balance(self, request: web.Request) -> web.Response:
         if not self._query_auth(request):
