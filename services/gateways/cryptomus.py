@@ -5,7 +5,6 @@ exact bytes are sent; webhooks are verified the PHP way (slashes escaped), in co
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -15,8 +14,6 @@ import re
 import secrets
 import time
 from typing import Any
-
-import aiohttp
 
 from services.gateways.base import (
     AmountRejected,
@@ -32,6 +29,7 @@ from services.gateways.base import (
     WebhookReading,
     WebhookVerdict,
 )
+from services.gateways.http import GatewayHttp
 from services.matrix import GATEWAY_NETWORK_CODES, Pair, all_pairs, gateway_network, network_from_gateway
 from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
 
@@ -88,8 +86,7 @@ class CryptomusGateway:
         self._merchant = merchant_id
         self._key = payment_key
         self._callback_url = callback_url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = GatewayHttp("Cryptomus", timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()
         self.health = GatewayHealth()
         # Until the services list answers, offer what Cryptomus can name; refresh_pairs narrows it.
@@ -98,8 +95,7 @@ class CryptomusGateway:
         self.limits: dict[Pair, PairLimits] = {}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     # --- requests ---
 
@@ -107,23 +103,9 @@ class CryptomusGateway:
         body = php_json(data) if data else ""
         headers = {"merchant": self._merchant, "sign": sign(body, self._key),
                    "Content-Type": "application/json;charset=UTF-8", "Accept": "application/json"}
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.post(f"{self._base}{path}", data=body.encode("utf-8"),
-                                          headers=headers) as response:
-                text = await response.text(errors="replace")
-                status = response.status
-        except asyncio.TimeoutError as exc:
-            raise GatewayUnavailable(f"Cryptomus {what}: timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise GatewayUnavailable(f"Cryptomus {what}: {type(exc).__name__}") from exc
-        log.info("cryptomus %s answered %s: %s", what, status, text[:2000])
-        try:
-            answer = json.loads(text) if text else None
-        except ValueError:
-            answer = None
-        return self._unwrap(status, answer, text, what=what)
+        answer = await self._http.request("POST", f"{self._base}{path}", what=what, data=body.encode("utf-8"),
+                                          headers=headers)
+        return self._unwrap(answer.status, answer.json, answer.text, what=what)
 
     def _unwrap(self, status: int, answer: Any, text: str, *, what: str) -> Any:
         message = _message(answer)

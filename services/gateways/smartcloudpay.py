@@ -6,14 +6,11 @@ places the reference suggests and an invoice without an address is never shown.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from typing import Any
 from urllib.parse import quote
-
-import aiohttp
 
 from services.gateways.base import (
     CreatedDeposit,
@@ -27,6 +24,7 @@ from services.gateways.base import (
     WebhookReading,
     WebhookVerdict,
 )
+from services.gateways.http import GatewayHttp
 from services.matrix import Pair, gateway_network
 from services.money import cents_to_decimal, parse_decimal
 
@@ -53,34 +51,17 @@ class SmartCloudPayGateway:
             self._headers["Origin"] = origin
         self._email = notification_email
         self._callback_url = callback_url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = GatewayHttp("Smart CloudPay", timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()
         self.pairs = pairs
         self.health = GatewayHealth()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     async def _request(self, method: str, path: str, *, what: str, body: bytes | None = None) -> Any:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        try:
-            async with self._session.request(method, f"{self._base}{path}", data=body,
-                                             headers=self._headers) as response:
-                text = await response.text(errors="replace")
-                status = response.status
-        except asyncio.TimeoutError as exc:
-            raise GatewayUnavailable(f"Smart CloudPay {what}: timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise GatewayUnavailable(f"Smart CloudPay {what}: {type(exc).__name__}") from exc
-        log.info("smartcloudpay %s answered %s: %s", what, status, text[:2000])
-        try:
-            answer = json.loads(text) if text else None
-        except ValueError:
-            answer = None
-        return self._unwrap(status, answer, text, what=what)
+        answer = await self._http.request(method, f"{self._base}{path}", what=what, data=body, headers=self._headers)
+        return self._unwrap(answer.status, answer.json, answer.text, what=what)
 
     @staticmethod
     def _unwrap(status: int, answer: Any, text: str, *, what: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ documented, so this client credits only on an explicit paid status and treats ev
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -14,7 +13,6 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 
 from services.gateways.base import (
     CouponRejected,
@@ -28,6 +26,7 @@ from services.gateways.base import (
     PaymentState,
     PaymentUpdate,
 )
+from services.gateways.http import GatewayHttp
 from services.matrix import SUPPORTED_MATRIX, Pair
 from services.money import decimal_to_cents, parse_decimal
 
@@ -71,8 +70,7 @@ class SMSOnlineGateway:
         self._v2_base = v2_api_url.rstrip("/") if v2_api_url else None  # set: "page" uses the V2 checkout
         self._user_id = user_id
         self._api_key = api_key
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = GatewayHttp("SMSOnline", timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()
         self.health = GatewayHealth()
         self.pairs = frozenset(Pair(c, n) for c, nets in SUPPORTED_MATRIX.items() for n in nets)
@@ -81,14 +79,8 @@ class SMSOnlineGateway:
         path = "/".join(quote(p, safe="") for p in ("v3", "customers", self._user_id, *parts))
         return f"{self._base}/{path}"
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     async def create_deposit(self, request: DepositRequest) -> CreatedDeposit:
         with self.health.track():
@@ -195,21 +187,8 @@ class SMSOnlineGateway:
 
     async def _call(self, method: str, url: str, *, what: str, json_body: dict[str, Any] | None = None,
                     params: dict[str, str] | None = None) -> tuple[int, Any]:
-        try:
-            async with self._http().request(method, url, json=json_body, params=params) as response:
-                text = await response.text(errors="replace")
-                status = response.status
-        except asyncio.TimeoutError as exc:
-            raise GatewayUnavailable(f"SMSOnline {what}: timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise GatewayUnavailable(f"SMSOnline {what}: {type(exc).__name__}") from exc
-        # Raw bodies are logged for audit; they never contain our key (it is only in the request).
-        log.info("smsonline %s answered %s: %s", what, status, text[:2000])
-        try:
-            body = json.loads(text) if text else None
-        except ValueError:
-            body = text
-        return status, body
+        answer = await self._http.request(method, url, what=what, json=json_body, params=params)
+        return answer.status, answer.json if answer.json is not None else answer.text
 
     def _unwrap(self, status: int, body: Any, *, what: str) -> Any:
         if status == 401:
