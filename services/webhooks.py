@@ -41,20 +41,22 @@ def parse_networks(text: str) -> frozenset[IPNetwork]:
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Iterable[IPNetwork]) -> str | None:
     """The caller's address: the peer, unless the peer is our own proxy, then the nearest untrusted hop it names."""
     trusted = tuple(trusted_proxies)
-
-    def is_trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in trusted)
-
-    if peer is None or not is_trusted(peer) or not forwarded_for:
+    if peer is None or not in_networks(peer, trusted) or not forwarded_for:
         return peer
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not is_trusted(hop):
+        if not in_networks(hop, trusted):
             return hop
     return peer
+
+
+def in_networks(address: str | None, networks: Iterable[IPNetwork]) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class CallbackInbox:
         policy = self._policies.get(source, CallbackPolicy())
         if policy.token is not None and not hmac.compare_digest((token or "").encode(), policy.token.encode()):
             return CallbackAnswer(403, {"error": "forbidden"}), "bad_token", "missing or wrong token", None
-        if policy.allowed_sources is not None and not _allowed(client_ip, policy.allowed_sources):
+        if policy.allowed_sources is not None and not in_networks(client_ip, policy.allowed_sources):
             return CallbackAnswer(403, {"error": "forbidden"}), "forbidden_source", f"source {client_ip}", None
         reading: WebhookReading = read_webhook(body)
         if reading.verdict is WebhookVerdict.BAD_REQUEST:
@@ -138,12 +140,3 @@ class CallbackInbox:
         verdict = "unknown_order" if result.outcome is Outcome.UNKNOWN_ORDER else result.outcome.value
         return CallbackAnswer(200, {"ok": True}), verdict, update.raw_status or "", update.order_id
 
-
-def _allowed(client_ip: str | None, networks: frozenset[IPNetwork]) -> bool:
-    if client_ip is None:
-        return False
-    try:
-        ip = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
