@@ -14,17 +14,20 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.memory import SimpleEventIsolation
-from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, ErrorEvent
+from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat, ErrorEvent
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 
+from bot.admin_access import AdminAccess
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.fsm_storage import SQLiteStorage
 from bot.i18n import Locales
 from bot.middlewares import UserContextMiddleware
 from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app
+from handlers import admin as admin_handlers
 from handlers import build_routers
+from services.admin import AdminService
 from services.gateways.base import Gateway, GatewayError
 from services.gateways.cryptomus import CryptomusGateway
 from services.gateways.sandbox import SandboxGateway
@@ -136,12 +139,14 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
 
     # One update at a time per user: a double tap can't race the flow's state checks.
     dispatcher = Dispatcher(storage=SQLiteStorage(db), events_isolation=SimpleEventIsolation())
+    admin = AdminService(db, settler, allow_negative_balance=settings.allow_negative_balance,
+                         confirm_seconds=settings.confirm_seconds)
     dispatcher.workflow_data.update(settings=settings, db=db, gateway=gateway, locales=locales, topup=topup,
-                                    settler=settler)
+                                    settler=settler, admin=admin, admin_access=AdminAccess(settings))
     context = UserContextMiddleware(db, locales)
     dispatcher.message.outer_middleware(context)
     dispatcher.callback_query.outer_middleware(context)
-    dispatcher.include_routers(*build_routers())
+    dispatcher.include_routers(admin_handlers.build_router(), *build_routers())
     dispatcher.errors.register(on_error)
     inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
                           trusted_proxies=settings.trusted_proxies, policies=policies or {})
@@ -168,12 +173,18 @@ async def on_error(event: ErrorEvent, locales: Locales) -> bool:
     return True
 
 
-async def set_commands(bot: Bot, locales: Locales) -> None:
+async def set_commands(bot: Bot, locales: Locales, admin_chat_id: int | None) -> None:
+    """Users see user commands in private chats; the admin chat sees the admin commands."""
     for code in locales.available:
         t = locales.get(code)
         commands = [BotCommand(command=name, description=t(f"command.{name}")) for name in USER_COMMANDS]
         language = None if code == locales.default else code
         await bot.set_my_commands(commands, scope=BotCommandScopeAllPrivateChats(), language_code=language)
+    if admin_chat_id is not None:
+        t = locales.get(locales.default)
+        await bot.set_my_commands([BotCommand(command=name, description=t(f"admin.command.{name}"))
+                                   for name in admin_handlers.ADMIN_COMMANDS],
+                                  scope=BotCommandScopeChat(chat_id=admin_chat_id))
 
 
 async def run(settings: Settings) -> None:
@@ -195,7 +206,7 @@ async def run(settings: Settings) -> None:
         else:
             await bot.delete_webhook(drop_pending_updates=False)
         try:
-            await set_commands(bot, app.locales)
+            await set_commands(bot, app.locales, settings.admin_chat_id)
         except Exception:  # noqa: BLE001 - a missing command menu must not stop the bot
             log.warning("could not set the command menu", exc_info=True)
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))

@@ -13,6 +13,8 @@ from services.store.db import path_from_url
 from services.webhooks import IPNetwork, parse_networks
 
 GATEWAYS = ("sandbox", "smsonline", "cryptomus", "smartcloudpay")
+# What the admin chat is told without asking; ADMIN_EVENTS picks among them.
+ADMIN_EVENTS = ("paid", "review", "expired", "gateway", "webhook", "manual", "summary")
 _TOKEN_RE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{5,}", re.ASCII)
 
 
@@ -69,6 +71,13 @@ class Settings:
     default_locale: str = "en"
     allowed_pairs: frozenset[Pair] | None = None
     log_level: str = "INFO"
+    admin_private_commands: bool = False
+    allow_negative_balance: bool = False
+    admin_events: frozenset[str] = frozenset(ADMIN_EVENTS)
+    daily_summary_hour: int = 9
+    confirm_seconds: int = 60
+    payout_max_cents: int = 50_000
+    payout_daily_max_cents: int = 200_000
 
 
 def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
@@ -128,6 +137,16 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     if unknown_methods:
         raise ConfigError(f"SMSONLINE_EXTRA_METHODS: unknown {', '.join(unknown_methods)}; use page, card or both "
                           "(page: any coin on the Cryptomus payment page; card: Pay4bit)")
+
+    events = frozenset(e.strip().lower() for e in get("ADMIN_EVENTS", ",".join(ADMIN_EVENTS)).split(",") if e.strip())
+    if events - set(ADMIN_EVENTS):
+        raise ConfigError(f"ADMIN_EVENTS: unknown {', '.join(sorted(events - set(ADMIN_EVENTS)))}; "
+                          f"choose from {', '.join(ADMIN_EVENTS)}")
+    summary_hour = _int(get("DAILY_SUMMARY_HOUR", "9"), "DAILY_SUMMARY_HOUR", hint="an hour of the day, 0 to 23 (UTC)")
+    if not 0 <= summary_hour <= 23:
+        raise ConfigError(f"DAILY_SUMMARY_HOUR={summary_hour} is not an hour of the day (0 to 23, UTC)")
+    payout_max = _usd(get("PAYOUT_MAX_USD", "500"), "PAYOUT_MAX_USD")
+    payout_daily_max = _usd(get("PAYOUT_DAILY_MAX_USD", "2000"), "PAYOUT_DAILY_MAX_USD")
 
     min_cents = _usd(get("MIN_AMOUNT_USD", "1"), "MIN_AMOUNT_USD")
     max_cents = _usd(get("MAX_AMOUNT_USD", "10000"), "MAX_AMOUNT_USD")
@@ -197,6 +216,13 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         default_locale=locale,
         allowed_pairs=allowed,
         log_level=log_level,
+        admin_private_commands=_bool(get("ADMIN_PRIVATE_COMMANDS", "false"), "ADMIN_PRIVATE_COMMANDS"),
+        allow_negative_balance=_bool(get("ALLOW_NEGATIVE_BALANCE", "false"), "ALLOW_NEGATIVE_BALANCE"),
+        admin_events=events,
+        daily_summary_hour=summary_hour,
+        confirm_seconds=_positive_int(get("CONFIRM_SECONDS", "60"), "CONFIRM_SECONDS"),
+        payout_max_cents=payout_max,
+        payout_daily_max_cents=payout_daily_max,
     )
 
 

@@ -1,4 +1,4 @@
-"""Translations: gettext catalogs in locales/<lang>/LC_MESSAGES/bot.po, read with Babel at start-up.
+"""Translations: gettext catalogs in locales/<lang>/LC_MESSAGES/*.po (bot.po, admin.po...), read with Babel.
 
 Message ids are keys (`topup.pick-coin`), never English sentences, so every text lives in locales/.
 Values passed in are HTML-escaped: the bot sends HTML and a user's name must not become markup.
@@ -35,11 +35,23 @@ class Translator:
         return text.format(**safe)
 
 
-def read_catalog(path: Path) -> gettext.GNUTranslations:
-    with path.open("rb") as po_file:
-        catalog = read_po(po_file)
+def read_catalog(directory: Path) -> gettext.GNUTranslations:
+    """Every .po of one language merged into one catalog (a message id must be defined once)."""
+    merged = None
+    for path in sorted(directory.glob("*.po")):
+        with path.open("rb") as po_file:
+            catalog = read_po(po_file)
+        if merged is None:
+            merged = catalog
+            continue
+        for message in catalog:
+            if message.id:
+                if message.id in merged:
+                    raise ValueError(f"{path}: message {message.id!r} is already defined in another file")
+                merged[message.id] = message
+    assert merged is not None
     buffer = io.BytesIO()
-    write_mo(buffer, catalog)
+    write_mo(buffer, merged)
     buffer.seek(0)
     return gettext.GNUTranslations(buffer)
 
@@ -51,7 +63,7 @@ class Locales:
         self.default = default
         self._catalogs: dict[str, gettext.GNUTranslations] = {}
         for po_path in sorted(directory.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
-            self._catalogs[po_path.parent.parent.name] = read_catalog(po_path)
+            self._catalogs[po_path.parent.parent.name] = read_catalog(po_path.parent)
         if default not in self._catalogs:
             raise ValueError(f"default locale {default!r} has no catalog in {directory}")
         fallback = self._catalogs[default]

@@ -19,6 +19,8 @@ from babel.messages.pofile import read_po
 
 from bot.app import USER_COMMANDS
 from handlers.ui.callbacks import DepositAction, FlowAction
+from handlers.admin import ADMIN_COMMANDS
+from services.admin import AdminProblem
 from services.coupons import CouponProblem
 from services.matrix import LINK_METHODS
 from services.money import AmountProblem
@@ -39,13 +41,18 @@ DYNAMIC_KEYS: dict[str, list[str]] = {
     "deposit.": [a.value for a in DepositAction],
     "command.": list(USER_COMMANDS),
     "topup.link.": list(LINK_METHODS),
+    "admin.command.": list(ADMIN_COMMANDS),
+    "admin.error.": [p.value for p in AdminProblem],
     "deposit.link-note.": list(LINK_METHODS),
 }
 
 
 def catalog(code: str) -> dict[str, str]:
-    with (ROOT / "locales" / code / "LC_MESSAGES" / "bot.po").open("rb") as po_file:
-        return {str(m.id): str(m.string) for m in read_po(po_file) if m.id}
+    texts: dict[str, str] = {}
+    for path in sorted((ROOT / "locales" / code / "LC_MESSAGES").glob("*.po")):  # bot.po, admin.po, ...
+        with path.open("rb") as po_file:
+            texts.update({str(m.id): str(m.string) for m in read_po(po_file) if m.id})
+    return texts
 
 
 def placeholders(text: str) -> set[str]:

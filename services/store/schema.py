@@ -170,8 +170,58 @@ _V3 = [
     ),
 ]
 
+# v4: the admin chat: who did what (append-only), the pending second taps, and payouts.
+_V4 = [
+    """
+    CREATE TABLE admin_actions (
+        id         INTEGER PRIMARY KEY,
+        actor_id   INTEGER NOT NULL,
+        actor_name TEXT NOT NULL DEFAULT '',
+        action     TEXT NOT NULL,
+        target     TEXT,
+        details    TEXT NOT NULL DEFAULT '{}',
+        reason     TEXT,
+        created_at INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX admin_actions_recent ON admin_actions(id DESC)",
+    "CREATE TRIGGER admin_actions_no_update BEFORE UPDATE ON admin_actions "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER admin_actions_no_delete BEFORE DELETE ON admin_actions "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    """
+    CREATE TABLE confirmations (
+        token      TEXT PRIMARY KEY,
+        actor_id   INTEGER NOT NULL,
+        action     TEXT NOT NULL,
+        payload    TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        created_at INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE payouts (
+        id           INTEGER PRIMARY KEY,
+        reference    TEXT NOT NULL UNIQUE,
+        actor_id     INTEGER NOT NULL,
+        amount       TEXT NOT NULL,           -- coin units, Decimal as text
+        usd_cents    INTEGER NOT NULL,         -- what counts against the caps
+        coin         TEXT NOT NULL,
+        network      TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        tx_hash      TEXT,
+        detail       TEXT,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+    )
+    """,
+]
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
+    (4, _V4),
 ]

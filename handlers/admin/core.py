@@ -1,0 +1,33 @@
+"""/help in the admin chat, the second-tap callback, and the short refusal for everyone else there."""
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bot.admin_access import AdminAccess
+from bot.i18n import Translator
+from handlers.admin.confirm import ConfirmCb, on_confirm
+
+
+async def admin_help(message: Message, t: Translator) -> None:
+    await message.answer(t("admin.help"))
+
+
+async def refuse(message: Message, t: Translator, admin_access: AdminAccess) -> None:
+    """Outsiders typing admin commands in the admin chat learn nothing but that they may not."""
+    if admin_access.admin_chat_id is not None and message.chat.id == admin_access.admin_chat_id:
+        await message.reply(t("admin.refused"))
+
+
+def build_router() -> Router:
+    router = Router(name="admin-core")
+    router.message.register(admin_help, Command("help", "start"), F.chat.type != "private")
+    router.callback_query.register(on_confirm, ConfirmCb.filter())
+    return router
+
+
+def build_refusal_router(commands: tuple[str, ...]) -> Router:
+    router = Router(name="admin-refusal")
+    router.message.register(refuse, Command(*commands), F.chat.type != "private")
+    return router
