@@ -191,7 +191,8 @@ async def run(settings: Settings) -> None:
     """Run the bot: the listener always (callbacks, /healthz), and Telegram by long polling or webhook."""
     app = await build_application(settings)
     bot = build_bot(settings)
-    delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox)
+    delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
+                              admin_events=settings.admin_events)
     app.settler.after_commit = delivery.wake
     tasks: list[asyncio.Task[Any]] = []
     allowed_updates = app.dispatcher.resolve_used_update_types()

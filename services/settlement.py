@@ -161,6 +161,7 @@ class Settler:
             await outbox.enqueue(tx, kind="deposit_expired", chat_id=deposit.chat_id, user_id=deposit.user_id,
                                  deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:expired")
             await self._enqueue_card(tx, deposit, DepositStatus.EXPIRED)
+            await self._enqueue_admin(tx, deposit, "admin_deposit_expired", "expired", {})
         log.info("deposit %s expired unpaid", deposit_id)
         if self.after_commit is not None:
             self.after_commit()

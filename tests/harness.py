@@ -36,7 +36,8 @@ class Harness:
         self.app = app
         self.bot = bot
         self.delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
-                                       per_chat_interval_seconds=0, global_rate_per_second=1000)
+                                       per_chat_interval_seconds=0, global_rate_per_second=1000,
+                                       admin_events=app.settings.admin_events)
         self._update_ids = itertools.count(1)
 
     @classmethod

@@ -55,6 +55,11 @@ def test_secrets_never_print() -> None:
     ({**BASE, "SMARTCLOUDPAY_CALLBACK_TOKEN": "short"}, ["SMARTCLOUDPAY_CALLBACK_TOKEN"]),
     ({**BASE, "SMSONLINE_EXTRA_METHODS": "page,paypal"}, ["SMSONLINE_EXTRA_METHODS", "paypal"]),
     ({**BASE, "SMSONLINE_V2": "sometimes"}, ["SMSONLINE_V2"]),
+    ({**BASE, "ADMIN_EVENTS": "paid,gossip"}, ["ADMIN_EVENTS", "gossip"]),
+    ({**BASE, "DAILY_SUMMARY_HOUR": "24"}, ["DAILY_SUMMARY_HOUR"]),
+    ({**BASE, "PAYOUT_MAX_USD": "lots"}, ["PAYOUT_MAX_USD"]),
+    ({**BASE, "CONFIRM_SECONDS": "0"}, ["CONFIRM_SECONDS"]),
+    ({**BASE, "ALLOW_NEGATIVE_BALANCE": "perhaps"}, ["ALLOW_NEGATIVE_BALANCE"]),
 ])
 def test_each_mistake_is_named(env: dict[str, str], names: list[str]) -> None:
     with pytest.raises(ConfigError) as info:

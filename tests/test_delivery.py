@@ -106,3 +106,21 @@ async def test_the_deposit_card_follows_the_status(harness: Harness, api: FakeBo
     assert "Expired" in api.messages[(USER, card["message_id"])]["caption"]
     assert "Do not send any funds" in api.messages[(USER, card["message_id"])]["caption"]
     assert any("has expired" in text for text in harness.texts(USER))
+
+
+async def test_admin_events_can_be_turned_off(api: FakeBotAPI, tmp_path: Path) -> None:
+    h = await Harness.start(api, tmp_path / "bot.sqlite3", ADMIN_EVENTS="expired,review")
+    try:
+        deposit_id = await _paid_deposit(h)
+        other = await h.app.topup.create_deposit(user_id=USER, chat_id=USER, coin="BTC", network="BTC",
+                                                 amount_cents=1000, coupon_code=None)
+        await h.app.settler.expire(other.id)
+        await h.deliver()
+        [line] = h.texts(ADMIN_CHAT_ID)  # the expiry; the paid line was turned off
+        assert f"Deposit #{other.id} expired unpaid" in line and f"#{deposit_id}" not in line
+        assert len(_paid_messages(h)) == 1  # users' messages are never affected
+        row = await fetch_one(h.app.db.reader, "SELECT status, last_error FROM notifications "
+                                               "WHERE kind = 'admin_deposit_paid'")
+        assert row["status"] == "failed" and "ADMIN_EVENTS" in row["last_error"]
+    finally:
+        await h.close()
