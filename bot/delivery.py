@@ -167,6 +167,10 @@ class DeliveryWorker:
             else:
                 await self._bot.edit_message_caption(chat_id=n.chat_id, message_id=int(p["message_id"]),
                                                      caption=text, reply_markup=keyboard)
+        elif n.kind == "balance_adjusted":
+            key = "admin.users.notify-debit" if p["cents"] < 0 else "admin.users.notify-credit"
+            await self._bot.send_message(n.chat_id, t(key, amount=format_usd(abs(p["cents"])),
+                                                      balance=format_usd(p["balance_cents"]), reason=p["reason"]))
         elif n.kind == "admin_deposit_paid" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             key = "admin.paid-review" if p.get("review") else "admin.paid"

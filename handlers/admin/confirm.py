@@ -64,7 +64,7 @@ async def on_confirm(cb: CallbackQuery, callback_data: ConfirmCb, t: Translator,
         await cb.answer(t("admin.error.confirm-unknown"), show_alert=True)
         return
     try:
-        result = await executor(pending, actor, t, data)
+        result = await executor(pending, actor, t, {**data, "admin": admin})
     except AdminError as exc:
         result = t(f"admin.error.{exc.problem.value}", **_display(exc.details))
     await cb.answer()

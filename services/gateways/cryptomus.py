@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from decimal import Decimal
 from typing import Any
 
 from services.gateways.base import (
@@ -144,6 +145,31 @@ class CryptomusGateway:
     async def refresh_pairs(self) -> frozenset[Pair]:
         with self.health.track():
             return await self._refresh_pairs()
+
+    async def balance(self) -> list[tuple[str, str, Decimal, Decimal | None]]:
+        """The account's balances (POST /v1/balance, reference 2.12): (wallet, currency, amount, USD value or None),
+        wallet being "merchant" or "user" (the personal wallet), in the order Cryptomus lists them."""
+        with self.health.track():
+            result = await self._post("/v1/balance", None, what="balance")
+            entries = result if isinstance(result, list) else [result]
+            found: list[tuple[str, str, Decimal, Decimal | None]] = []
+            readable = False
+            for entry in entries:
+                wallets = entry.get("balance") if isinstance(entry, dict) else None
+                if not isinstance(wallets, dict):
+                    continue
+                readable = True
+                for wallet in ("merchant", "user"):
+                    for item in wallets.get(wallet) or []:
+                        if not isinstance(item, dict) or not isinstance(item.get("currency_code"), str):
+                            continue
+                        amount = parse_decimal(item.get("balance"))
+                        if amount is not None:
+                            found.append((wallet, item["currency_code"][:16], amount,
+                                          parse_decimal(item.get("balance_usd"))))
+            if not readable:
+                raise GatewayUnavailable(f"Cryptomus balance: no balances in {json.dumps(result)[:200]}")
+        return found
 
     async def _create(self, request: DepositRequest) -> CreatedDeposit:
         # A new order id per attempt (reusing one returns the old invoice); at most 32 characters.

@@ -1,0 +1,212 @@
+"""Admin commands about people and money: /user, /credit and /debit (behind the second tap), and /audit."""
+from __future__ import annotations
+
+import logging
+from html import escape
+from datetime import datetime, timezone
+from typing import Any
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+
+from bot.config import Settings
+from bot.i18n import Html, Translator
+from handlers.admin.confirm import ask, executes
+from services.admin import Actor, AdminError, AdminService, PendingAction
+from services.money import AmountError, format_usd, parse_usd
+from services.store import Deposit, LedgerEntry, LedgerKind, User
+from services.store import users as user_repo
+from services.store.admin import AuditEntry
+
+log = logging.getLogger(__name__)
+
+# Reasons are stored in the ledger and the audit log and shown in lists: long enough for a ticket reference.
+REASON_MAX_CHARS = 200
+# Telegram refuses messages over 4096 characters; lists are sent in pieces below that, split between lines.
+MESSAGE_BUDGET = 3800
+
+
+# --- shared helpers (coupons.py uses them too) ---
+
+def short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def day_time(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def signed_usd(cents: int) -> str:
+    return ("+" if cents > 0 else "") + format_usd(cents)
+
+
+def display_name(user: User) -> str:
+    return f"@{user.username}" if user.username else (user.first_name or str(user.id))
+
+
+async def reply_lines(message: Message, lines: list[str]) -> None:
+    """Reply with the lines, in as many messages as Telegram's length limit needs (never splitting a line)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) + 1 > MESSAGE_BUDGET:
+            await message.reply("\n".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        await message.reply("\n".join(chunk))
+
+
+# --- /user ---
+
+async def show_user(message: Message, command: CommandObject, t: Translator, admin: AdminService) -> None:
+    words = (command.args or "").split()
+    if len(words) != 1:
+        await message.reply(t("admin.users.user-usage"))
+        return
+    try:
+        found = await admin.find_user(words[0])
+    except AdminError as exc:
+        await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
+        return
+    recent = await admin.recent_deposits(found.id, 5)
+    entries = await admin.recent_ledger(found.id, 10)
+    await reply_lines(message, user_card(t, found, recent, entries))
+
+
+def user_card(t: Translator, user: User, recent: list[Deposit], entries: list[LedgerEntry]) -> list[str]:
+    lines = [t("admin.users.card", name=user.first_name or "—", username=f"@{user.username}" if user.username else "—",
+               id=user.id, locale=user.locale or user.telegram_lang or "—", since=day_time(user.created_at),
+               balance=format_usd(user.balance_cents)),
+             "", t("admin.users.deposits-title")]
+    if not recent:
+        lines.append(t("admin.users.no-deposits"))
+    for d in recent:
+        lines.append(t("admin.users.deposit-line", id=d.id, date=day_time(d.created_at),
+                       amount=format_usd(d.amount_cents), coin=d.coin, network=d.network,
+                       status=Html(t(f"deposit.status.{d.status.value}"))))
+    lines += ["", t("admin.users.ledger-title")]
+    if not entries:
+        lines.append(t("admin.users.no-ledger"))
+    for entry in entries:
+        note = entry.note or (f"#{entry.deposit_id}" if entry.deposit_id is not None else "—")
+        # Only values and a separator, no words: the same in every language, so no message of its own.
+        lines.append(" · ".join([escape(day_time(entry.created_at)), f"<b>{escape(signed_usd(entry.amount_cents))}</b>",
+                                 kind_label(t, entry.kind), escape(short(note, 80))]))
+    return lines
+
+
+def kind_label(t: Translator, kind: LedgerKind) -> str:
+    if kind is LedgerKind.DEPOSIT:
+        return t("admin.users.kind-deposit")
+    if kind is LedgerKind.BONUS:
+        return t("admin.users.kind-bonus")
+    return t("admin.users.kind-adjustment")
+
+
+# --- /credit and /debit ---
+
+async def credit(message: Message, command: CommandObject, t: Translator, admin: AdminService,
+                 settings: Settings) -> None:
+    await _ask_adjustment(message, command, t, admin, settings, debit=False)
+
+
+async def debit(message: Message, command: CommandObject, t: Translator, admin: AdminService,
+                settings: Settings) -> None:
+    await _ask_adjustment(message, command, t, admin, settings, debit=True)
+
+
+async def _ask_adjustment(message: Message, command: CommandObject, t: Translator, admin: AdminService,
+                          settings: Settings, *, debit: bool) -> None:
+    """Check everything the admin typed, then show what will happen and wait for the second tap."""
+    usage_key = "admin.users.debit-usage" if debit else "admin.users.credit-usage"
+    parts = (command.args or "").split(maxsplit=2)
+    if len(parts) < 2:
+        await message.reply(t(usage_key))
+        return
+    try:
+        cents = parse_usd(parts[1])  # exactly as a user's amount is read: no signs, at most two decimals
+    except AmountError:
+        await message.reply(t("admin.users.bad-amount", amount=short(parts[1], 40)) + "\n\n" + t(usage_key))
+        return
+    reason = " ".join(parts[2].split()) if len(parts) == 3 else ""
+    if not reason:
+        await message.reply(t("admin.users.no-reason") + "\n\n" + t(usage_key))
+        return
+    if len(reason) > REASON_MAX_CHARS:
+        await message.reply(t("admin.users.reason-too-long", limit=REASON_MAX_CHARS))
+        return
+    try:
+        target = await admin.find_user(parts[0])
+    except AdminError as exc:
+        await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
+        return
+    delta = -cents if debit else cents
+    after = target.balance_cents + delta
+    summary_key = "admin.users.debit-summary" if debit else "admin.users.credit-summary"
+    summary = t(summary_key, amount=format_usd(cents), who=display_name(target), id=target.id,
+                balance=format_usd(target.balance_cents), after=format_usd(after), reason=reason)
+    if after < 0:
+        warning_key = "admin.users.goes-negative" if settings.allow_negative_balance else "admin.users.will-refuse"
+        summary += "\n" + t(warning_key)
+    await ask(message, t, admin, "debit" if debit else "credit",
+              {"user_id": target.id, "cents": delta, "reason": reason}, Html(summary))
+
+
+@executes("credit")
+async def run_credit(pending: PendingAction, actor: Actor, t: Translator, data: dict[str, Any]) -> str:
+    return await _adjust(pending, actor, t, data)
+
+
+@executes("debit")
+async def run_debit(pending: PendingAction, actor: Actor, t: Translator, data: dict[str, Any]) -> str:
+    return await _adjust(pending, actor, t, data)
+
+
+async def _adjust(pending: PendingAction, actor: Actor, t: Translator, data: dict[str, Any]) -> str:
+    """The confirmed move; adjust_balance re-checks the balance now, and queues the user's note with it."""
+    admin: AdminService = data["admin"]
+    balance = await admin.adjust_balance(actor, pending)
+    cents = int(pending.payload["cents"])
+    target = await user_repo.get(admin.db.reader, int(pending.payload["user_id"]))
+    assert target is not None  # adjust_balance just found them
+    key = "admin.users.debited" if cents < 0 else "admin.users.credited"
+    return t(key, amount=format_usd(abs(cents)), who=display_name(target), id=target.id, balance=format_usd(balance))
+
+
+# --- /audit ---
+
+async def audit(message: Message, t: Translator, admin: AdminService) -> None:
+    entries = await admin.recent_actions(20)
+    if not entries:
+        await message.reply(t("admin.audit.empty"))
+        return
+    await reply_lines(message, [t("admin.audit.title", count=len(entries))]
+                      + [audit_line(t, entry) for entry in entries])
+
+
+def audit_line(t: Translator, entry: AuditEntry) -> str:
+    return t("admin.audit.line", id=entry.id, when=day_time(entry.created_at), who=short(entry.actor_name, 40),
+             actor_id=entry.actor_id, action=entry.action, target=entry.target or "—",
+             details=short(describe_details(entry.details), 160) or "—", reason=short(entry.reason or "—", 120))
+
+
+def describe_details(details: dict[str, Any]) -> str:
+    """`cents=-$5.00, outcome=credited`: amounts in cents shown as dollars, everything else as stored."""
+    parts = []
+    for key, value in details.items():
+        if (key == "cents" or key.endswith("_cents")) and isinstance(value, int) and not isinstance(value, bool):
+            value = signed_usd(value) if key == "cents" else format_usd(value)
+        parts.append(f"{key}={short(str(value), 60)}")
+    return ", ".join(parts)
+
+
+def build_router() -> Router:
+    router = Router(name="admin-users")
+    router.message.register(show_user, Command("user"))
+    router.message.register(credit, Command("credit"))
+    router.message.register(debit, Command("debit"))
+    router.message.register(audit, Command("audit"))
+    return router
