@@ -39,6 +39,7 @@ from services.settlement import Settler
 from services.webhooks import CallbackInbox, CallbackPolicy
 from services.store import Database
 from services.store.settings import get_or_create_secret
+from services.summary import daily_summary_forever
 from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,9 @@ async def run(settings: Settings) -> None:
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))
         tasks.append(asyncio.create_task(delivery.run_forever(), name="delivery"))
         tasks.append(asyncio.create_task(app.refresh_pairs_forever(), name="pairs"))
+        if settings.admin_chat_id is not None and "summary" in settings.admin_events:
+            tasks.append(asyncio.create_task(daily_summary_forever(
+                app.db, admin_chat_id=settings.admin_chat_id, hour=settings.daily_summary_hour), name="summary"))
 
     async def on_shutdown() -> None:
         for task in tasks:

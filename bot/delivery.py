@@ -21,7 +21,9 @@ from aiogram.exceptions import (
 )
 
 from bot.i18n import Locales, Translator
+from handlers.admin.deposits import stats_text
 from handlers.ui import views
+from services import admin_reports
 from services.matrix import network_title
 from services.money import format_usd
 from services.store import Database, Notification, now_ts
@@ -174,7 +176,7 @@ class DeliveryWorker:
         elif n.kind == "admin_deposit_paid" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             key = "admin.paid-review" if p.get("review") else "admin.paid"
-            text = t(key, id=deposit.id, user=_user_label(user, deposit.user_id),
+            text = t(key, id=deposit.id, user=views.user_label(user, deposit.user_id),
                      amount=format_usd(p["credited_cents"]), asked=format_usd(deposit.amount_cents),
                      coin=deposit.coin, network=network_title(deposit.network),
                      bonus=format_usd(p["bonus_cents"]), gateway=deposit.gateway, txid=p.get("txid") or "—")
@@ -184,7 +186,7 @@ class DeliveryWorker:
         elif n.kind == "admin_deposit_expired" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             await self._bot.send_message(n.chat_id, t(
-                "admin.expired", id=deposit.id, user=_user_label(user, deposit.user_id),
+                "admin.expired", id=deposit.id, user=views.user_label(user, deposit.user_id),
                 amount=format_usd(deposit.amount_cents), coin=deposit.coin, network=network_title(deposit.network)))
         elif n.kind == "admin_deposit_review" and deposit is not None:
             await self._bot.send_message(n.chat_id, t(
@@ -193,8 +195,12 @@ class DeliveryWorker:
         elif n.kind == "admin_manual_deposit" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             await self._bot.send_message(n.chat_id, t(
-                "admin.manual-deposit", id=deposit.id, user=_user_label(user, deposit.user_id),
+                "admin.manual-deposit", id=deposit.id, user=views.user_label(user, deposit.user_id),
                 amount=format_usd(deposit.amount_cents), method=network_title(deposit.network)))
+        elif n.kind == "admin_daily_summary":
+            since = int(p["since"])
+            await self._bot.send_message(n.chat_id, t("admin.summary.title") + "\n\n" + stats_text(
+                t, await admin_reports.stats(self._db, since), since))
         elif n.kind == "admin_webhook_rejected":
             await self._bot.send_message(n.chat_id, t("admin.webhook-rejected", source=p.get("source", "?"),
                                                       reason=p.get("reason", "?"), ip=p.get("ip", "?")))
@@ -203,9 +209,3 @@ class DeliveryWorker:
                                                       detail=p.get("detail", "?")))
         else:
             log.error("notification %s: nothing to send for kind %r (deposit %s)", n.id, n.kind, n.deposit_id)
-
-
-def _user_label(user: Any, user_id: int) -> str:
-    if user is not None and user.username:
-        return f"@{user.username} ({user_id})"
-    return f"{user.first_name if user else ''} ({user_id})".strip()

@@ -167,13 +167,19 @@ class Settler:
             self.after_commit()
         return True
 
-    async def cancel(self, deposit_id: int) -> bool:
-        """The user gave up on a pending deposit. A payment that still arrives is credited all the same."""
+    async def cancel(self, deposit_id: int, *, reason: str = "cancelled by user") -> bool:
+        """Nobody will pay this deposit (the user gave up, or staff cancelled it). A payment that still arrives is
+        credited all the same; the card tells the user not to pay."""
         async with self._db.transaction() as tx:
             if not await deposits.set_status(tx, deposit_id, DepositStatus.CANCELLED,
-                                             only_from=(DepositStatus.PENDING,), failure_reason="cancelled by user"):
+                                             only_from=(DepositStatus.PENDING,), failure_reason=reason):
                 return False
             await coupons.release(tx, deposit_id)
+            deposit = await deposits.get(tx, deposit_id)
+            assert deposit is not None
+            await self._enqueue_card(tx, deposit, DepositStatus.CANCELLED)
+        if self.after_commit is not None:
+            self.after_commit()
         return True
 
     async def _flag(self, tx: aiosqlite.Connection, deposit: Deposit, key: str, *, reason: str) -> None:

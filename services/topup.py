@@ -223,9 +223,9 @@ class TopupService:
         assert fresh is not None
         return StatusCheck(fresh, settlement)
 
-    async def cancel(self, user_id: int, deposit_id: int) -> Deposit:
+    async def cancel(self, user_id: int, deposit_id: int, *, reason: str = "cancelled by user") -> Deposit:
         deposit = await self.deposit_of(user_id, deposit_id)
-        if not await self.settler.cancel(deposit.id):
+        if not await self.settler.cancel(deposit.id, reason=reason):
             raise TopupError(TopupProblem.NOT_PENDING)
         cancel_at_gateway = getattr(self.gateway, "cancel_deposit", None)
         if cancel_at_gateway is not None and deposit.order_id is not None:

@@ -1,4 +1,4 @@
-"""Who may use the admin chat: Telegram's administrators of ADMIN_CHAT_ID and ADMIN_USER_IDS; nobody else, nowhere else."""
+"""Who may use the admin chat: its Telegram administrators and ADMIN_USER_IDS; nobody else, nowhere else."""
 from __future__ import annotations
 
 from pathlib import Path

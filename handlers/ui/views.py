@@ -27,7 +27,14 @@ from handlers.ui.callbacks import (
 from services.coupons import CouponChoice
 from services.matrix import LINK_METHODS, network_title
 from services.money import format_crypto, format_usd
-from services.store import Deposit, DepositStatus
+from services.store import Deposit, DepositStatus, User
+
+
+def user_label(user: User | None, user_id: int) -> str:
+    """How staff see a user: @username (id), else first name (id)."""
+    if user is not None and user.username:
+        return f"@{user.username} ({user_id})"
+    return f"{user.first_name if user else ''} ({user_id})".strip()
 
 
 def main_menu(t: Translator) -> InlineKeyboardMarkup:

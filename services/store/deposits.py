@@ -9,6 +9,10 @@ from services.store.db import execute, fetch_all, fetch_one, fetch_value, insert
 from services.store.models import Deposit, DepositStatus
 
 
+# Repeating the partial index's condition lets SQLite use deposits_open instead of reading the whole table.
+_OPEN = "status IN ('creating', 'pending', 'expired', 'cancelled')"
+
+
 async def reserve(conn: aiosqlite.Connection, *, user_id: int, chat_id: int, gateway: str, coin: str,
                   network: str, amount_cents: int, coupon_id: int | None, gateway_coupon: str | None,
                   method: str = "wallet") -> int:
@@ -128,14 +132,16 @@ async def due_for_check(conn: aiosqlite.Connection, now: int, limit: int = 200) 
 
 async def pending_past_expiry(conn: aiosqlite.Connection, now: int) -> list[Deposit]:
     rows = await fetch_all(
-        conn, "SELECT * FROM deposits WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        conn, f"SELECT * FROM deposits WHERE {_OPEN} AND status = 'pending' AND expires_at IS NOT NULL "
+        "AND expires_at <= ?", (now,))
     return [Deposit.from_row(r) for r in rows]
 
 
 async def stale_creating(conn: aiosqlite.Connection, older_than: int) -> list[Deposit]:
-    rows = await fetch_all(conn, "SELECT * FROM deposits WHERE status = 'creating' AND created_at <= ?", (older_than,))
+    rows = await fetch_all(conn, f"SELECT * FROM deposits WHERE {_OPEN} AND status = 'creating' AND created_at <= ?",
+                           (older_than,))
     return [Deposit.from_row(r) for r in rows]
 
 
 async def count_pending(conn: aiosqlite.Connection) -> int:
-    return int(await fetch_value(conn, "SELECT COUNT(*) FROM deposits WHERE status = 'pending'"))
+    return int(await fetch_value(conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status = 'pending'"))

@@ -219,9 +219,18 @@ _V4 = [
     """,
 ]
 
+# v5: what the admin chat looks up: deposits by creation time (/stats, /export) and by txid, address, order id.
+_V5 = [
+    "CREATE INDEX deposits_created ON deposits(created_at)",
+    "CREATE INDEX deposits_txid ON deposits(txid) WHERE txid IS NOT NULL",
+    "CREATE INDEX deposits_address ON deposits(address) WHERE address IS NOT NULL",
+    "CREATE INDEX deposits_order ON deposits(order_id) WHERE order_id IS NOT NULL",
+]
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
     (4, _V4),
+    (5, _V5),
 ]

@@ -1,0 +1,35 @@
+"""The admin chat's daily summary: queued once per UTC day at the operator's hour, whatever restarts happen."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from services.store import Database
+from services.store import outbox
+
+log = logging.getLogger(__name__)
+
+DAY_SECONDS = 24 * 60 * 60
+
+
+async def queue_daily_summary(db: Database, *, admin_chat_id: int, hour: int, now: datetime) -> bool:
+    """Queue today's summary if it is the hour; the date in the dedupe key makes it once a day."""
+    if now.hour != hour:
+        return False
+    async with db.transaction() as tx:
+        queued = await outbox.enqueue(tx, kind="admin_daily_summary", chat_id=admin_chat_id,
+                                      dedupe_key=f"summary:{now.date().isoformat()}",
+                                      payload={"since": int(now.timestamp()) - DAY_SECONDS})
+    return queued is not None
+
+
+async def daily_summary_forever(db: Database, *, admin_chat_id: int, hour: int) -> None:
+    while True:
+        try:
+            await queue_daily_summary(db, admin_chat_id=admin_chat_id, hour=hour, now=datetime.now(timezone.utc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a missed summary must not stop the next
+            log.exception("could not queue the daily summary")
+        await asyncio.sleep(60)
