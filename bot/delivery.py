@@ -21,7 +21,7 @@ from aiogram.exceptions import (
 )
 
 from bot.i18n import Locales, Translator
-from handlers.admin.deposits import stats_text
+from handlers.admin.deposits import show_button, stats_text
 from handlers.ui import views
 from services import admin_reports
 from services.matrix import network_title
@@ -182,21 +182,23 @@ class DeliveryWorker:
                      bonus=format_usd(p["bonus_cents"]), gateway=deposit.gateway, txid=p.get("txid") or "—")
             if p.get("note"):
                 text += "\n" + t("admin.note", note=p["note"])
-            await self._bot.send_message(n.chat_id, text)
+            await self._bot.send_message(n.chat_id, text, reply_markup=show_button(t, deposit.id))
         elif n.kind == "admin_deposit_expired" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             await self._bot.send_message(n.chat_id, t(
                 "admin.expired", id=deposit.id, user=views.user_label(user, deposit.user_id),
-                amount=format_usd(deposit.amount_cents), coin=deposit.coin, network=network_title(deposit.network)))
+                amount=format_usd(deposit.amount_cents), coin=deposit.coin, network=network_title(deposit.network)),
+                reply_markup=show_button(t, deposit.id))
         elif n.kind == "admin_deposit_review" and deposit is not None:
             await self._bot.send_message(n.chat_id, t(
                 "admin.review", id=deposit.id, gateway=deposit.gateway, reason=p.get("reason", "?"),
-                order=deposit.order_id or "—"))
+                order=deposit.order_id or "—"), reply_markup=show_button(t, deposit.id))
         elif n.kind == "admin_manual_deposit" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
             await self._bot.send_message(n.chat_id, t(
                 "admin.manual-deposit", id=deposit.id, user=views.user_label(user, deposit.user_id),
-                amount=format_usd(deposit.amount_cents), method=network_title(deposit.network)))
+                amount=format_usd(deposit.amount_cents), method=network_title(deposit.network)),
+                reply_markup=show_button(t, deposit.id))
         elif n.kind == "admin_daily_summary":
             since = int(p["since"])
             await self._bot.send_message(n.chat_id, t("admin.summary.title") + "\n\n" + stats_text(

@@ -36,6 +36,7 @@ _NONE = "—"
 class DepositAdminAction(str, Enum):
     RECHECK = "recheck"
     CANCEL = "cancel"
+    SHOW = "show"  # under an event line in the admin chat: the deposit in full
 
 
 class AdminDepositCb(CallbackData, prefix="adep"):
@@ -157,6 +158,13 @@ def detail_keyboard(t: Translator, row: DepositRow) -> InlineKeyboardMarkup | No
     return InlineKeyboardMarkup(inline_keyboard=[buttons]) if buttons else None
 
 
+def show_button(t: Translator, deposit_id: int) -> InlineKeyboardMarkup:
+    """Under the admin chat's event lines: open the deposit in full."""
+    return InlineKeyboardMarkup(inline_keyboard=[[InlineKeyboardButton(
+        text=t("admin.deposits.show", id=deposit_id),
+        callback_data=AdminDepositCb(action=DepositAdminAction.SHOW, deposit_id=deposit_id).pack())]])
+
+
 async def deposit_command(message: Message, command: CommandObject, t: Translator, db: Database) -> None:
     deposit_id = _deposit_id(command.args)
     if deposit_id is None:
@@ -177,6 +185,11 @@ async def deposit_button(cb: CallbackQuery, callback_data: AdminDepositCb, t: Tr
         await cb.answer(t("admin.error.deposit-not-found", query=callback_data.deposit_id), show_alert=True)
         return
     deposit, actor = row.deposit, actor_of(cb)
+    if callback_data.action is DepositAdminAction.SHOW:
+        await cb.answer()
+        if isinstance(cb.message, Message):
+            await cb.message.reply(detail_text(t, row), reply_markup=detail_keyboard(t, row))
+        return
     try:
         if callback_data.action is DepositAdminAction.RECHECK:
             check = await topup.check_status(deposit.user_id, deposit.id)
