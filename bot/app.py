@@ -40,7 +40,7 @@ from services.webhooks import CallbackInbox, CallbackPolicy
 from services.store import Database
 from services.store.settings import get_or_create_secret
 from services.summary import daily_summary_forever
-from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService
+from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService, UserLimits
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     settler = Settler(db, admin_chat_id=settings.admin_chat_id)
     topup = TopupService(db, gateway, matrix, settler, settings.amount_limits, admin_chat_id=settings.admin_chat_id,
                          quick_amounts_cents=settings.quick_amounts_cents,
-                         first_check_delay_seconds=min(FIRST_CHECK_DELAY_SECONDS, settings.reconcile_interval_seconds))
+                         first_check_delay_seconds=min(FIRST_CHECK_DELAY_SECONDS, settings.reconcile_interval_seconds),
+                         user_limits=UserLimits(settings.max_open_deposits, settings.max_deposits_per_hour))
     reconciler = Reconciler(db, gateway, settler, interval_seconds=settings.reconcile_interval_seconds,
                             admin_chat_id=settings.admin_chat_id)
 

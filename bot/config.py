@@ -78,6 +78,8 @@ class Settings:
     confirm_seconds: int = 60
     payout_max_cents: int = 50_000
     payout_daily_max_cents: int = 200_000
+    max_open_deposits: int = 3
+    max_deposits_per_hour: int = 10
 
 
 def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
@@ -223,6 +225,8 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         confirm_seconds=_positive_int(get("CONFIRM_SECONDS", "60"), "CONFIRM_SECONDS"),
         payout_max_cents=payout_max,
         payout_daily_max_cents=payout_daily_max,
+        max_open_deposits=_positive_int(get("MAX_OPEN_DEPOSITS", "3"), "MAX_OPEN_DEPOSITS"),
+        max_deposits_per_hour=_positive_int(get("MAX_DEPOSITS_PER_HOUR", "10"), "MAX_DEPOSITS_PER_HOUR"),
     )
 
 

@@ -42,14 +42,26 @@ class TopupProblem(str, Enum):
     NOT_PENDING = "not-pending"
     NOT_SANDBOX = "not-sandbox"
     AMOUNT_REJECTED = "amount-rejected"  # the gateway's own minimum or maximum for the pair
+    TOO_MANY_OPEN = "too-many-open"      # this user already has MAX_OPEN_DEPOSITS waiting for payment
+    TOO_MANY_RECENT = "too-many-recent"  # this user started MAX_DEPOSITS_PER_HOUR in the last hour
 
 
 class TopupError(Exception):
-    def __init__(self, problem: TopupProblem, *, minimum: str | None = None, maximum: str | None = None) -> None:
+    def __init__(self, problem: TopupProblem, *, minimum: str | None = None, maximum: str | None = None,
+                 limit: int | None = None) -> None:
         super().__init__(problem.value)
         self.problem = problem
+        self.limit = limit
         self.minimum = minimum  # the gateway's wording, e.g. "0.5 USDT"
         self.maximum = maximum
+
+
+@dataclass(frozen=True)
+class UserLimits:
+    """Per-user brakes on deposit creation: a flood costs the gateway calls and addresses, not just us."""
+
+    max_open: int = 3
+    max_per_hour: int = 10
 
 
 @dataclass(frozen=True)
@@ -61,8 +73,10 @@ class StatusCheck:
 class TopupService:
     def __init__(self, db: Database, gateway: Gateway, matrix: Matrix, settler: Settler, limits: AmountLimits,
                  *, admin_chat_id: int | None, quick_amounts_cents: tuple[int, ...] = (),
-                 first_check_delay_seconds: int = FIRST_CHECK_DELAY_SECONDS) -> None:
+                 first_check_delay_seconds: int = FIRST_CHECK_DELAY_SECONDS,
+                 user_limits: UserLimits = UserLimits()) -> None:
         self.db = db
+        self._user_limits = user_limits
         self._first_check_delay = first_check_delay_seconds
         self.quick_amounts_cents = quick_amounts_cents  # offered as buttons at the amount step
         self.gateway = gateway
@@ -132,6 +146,11 @@ class TopupService:
                                               network=network)
 
         async with self.db.transaction() as tx:
+            # Counted under the write lock, with the reservation: concurrent taps can't slip past the limits.
+            if await deposits.count_open_for_user(tx, user_id) >= self._user_limits.max_open:
+                raise TopupError(TopupProblem.TOO_MANY_OPEN, limit=self._user_limits.max_open)
+            if await deposits.count_started_since(tx, user_id, now_ts() - 3600) >= self._user_limits.max_per_hour:
+                raise TopupError(TopupProblem.TOO_MANY_RECENT, limit=self._user_limits.max_per_hour)
             deposit_id = await deposits.reserve(
                 tx, user_id=user_id, chat_id=chat_id, gateway=self.gateway.name, coin=coin, network=network,
                 amount_cents=amount_cents, coupon_id=choice.coupon.id if choice and choice.coupon else None,

@@ -25,6 +25,9 @@ def test_env(api_url: str, db_path: Path, **overrides: str) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{db_path}",
         "ADMIN_CHAT_ID": str(ADMIN_CHAT_ID),
         "PAYMENT_GATEWAY": "sandbox",
+        # Most tests create deposits freely; tests/test_limits.py sets the per-user limits it checks.
+        "MAX_OPEN_DEPOSITS": "20",
+        "MAX_DEPOSITS_PER_HOUR": "100",
     }
     env.update(overrides)
     return env

@@ -90,3 +90,10 @@ def test_gateway_settings_parse() -> None:
     scp = load_settings({**BASE, "PAYMENT_GATEWAY": "smartcloudpay", "SMARTCLOUDPAY_API_KEY": "sk_1",
                          "SMARTCLOUDPAY_MERCHANT_ID": "m", "SMARTCLOUDPAY_NOTIFY_EMAIL": "ops@example.com"})
     assert {str(p) for p in scp.smartcloudpay_pairs} == {"USDT/BSC", "USDT/TRON", "BNB/BSC"}
+
+
+def test_user_limits() -> None:
+    s = load_settings(BASE)
+    assert (s.max_open_deposits, s.max_deposits_per_hour) == (3, 10)
+    with pytest.raises(ConfigError, match="MAX_OPEN_DEPOSITS"):
+        load_settings({**BASE, "MAX_OPEN_DEPOSITS": "0"})

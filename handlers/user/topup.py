@@ -264,6 +264,12 @@ async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, to
                       else t("topup.error.amount-max", maximum=exc.maximum or "?"))
             await _ask_amount(cb.message, state, t, topup, data["coin"], data["network"], edit=True, prefix=prefix)
             return
+        if exc.problem in (TopupProblem.TOO_MANY_OPEN, TopupProblem.TOO_MANY_RECENT):
+            await state.clear()
+            key = "topup.error.too-many-open" if exc.problem is TopupProblem.TOO_MANY_OPEN \
+                else "topup.error.too-many-recent"
+            await cb.message.edit_text(t(key, limit=exc.limit or 0), reply_markup=views.main_menu(t))
+            return
         if exc.problem is TopupProblem.PAIR_UNAVAILABLE:
             await state.set_state(TopupFlow.coin)
             await cb.message.edit_text(t("topup.error.pair-unavailable") + "\n\n" + t("topup.pick-coin"),

@@ -145,3 +145,16 @@ async def stale_creating(conn: aiosqlite.Connection, older_than: int) -> list[De
 
 async def count_pending(conn: aiosqlite.Connection) -> int:
     return int(await fetch_value(conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status = 'pending'"))
+
+
+async def count_open_for_user(conn: aiosqlite.Connection, user_id: int) -> int:
+    """Deposits of this user still being created or waiting for payment."""
+    return int(await fetch_value(
+        conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status IN ('creating', 'pending') AND user_id = ?",
+        (user_id,)))
+
+
+async def count_started_since(conn: aiosqlite.Connection, user_id: int, since: int) -> int:
+    """Every attempt counts, failed ones too: each one cost a call to the gateway."""
+    return int(await fetch_value(
+        conn, "SELECT COUNT(*) FROM deposits WHERE user_id = ? AND created_at >= ?", (user_id, since)))
