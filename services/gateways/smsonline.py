@@ -45,6 +45,15 @@ _CARD_PREFIX = "card:"
 _CRYPTOMUS_PAGE_RE = re.compile(r"https://pay\.cryptomus\.com/pay/([0-9a-fA-F-]{8,64})/?")
 
 
+def _closing_state(status: str | None) -> PaymentState | None:
+    """The non-paying outcomes both status sources (transaction, payment history) share."""
+    for statuses, state in ((_FAILED, PaymentState.FAILED), (_CANCELLED, PaymentState.CANCELLED),
+                            (_REFUNDED, PaymentState.REFUNDED), (_HELD, PaymentState.HELD)):
+        if status in statuses:
+            return state
+    return None
+
+
 def _https_url(value: Any, *, what: str) -> str:
     if not isinstance(value, str) or not value.startswith("https://") or len(value) > 2000:
         raise GatewayUnavailable(f"SMSOnline {what}: no payment link in the answer: {str(value)[:200]!r}")
@@ -148,14 +157,7 @@ class SMSOnlineGateway:
         entry = entries[-1]
         raw = entry.get("status")
         status_text = raw.strip().lower() if isinstance(raw, str) else None
-        if status_text in _PAID:
-            state = PaymentState.PAID
-        elif status_text in _CANCELLED:
-            state = PaymentState.CANCELLED
-        elif status_text in _FAILED:
-            state = PaymentState.FAILED
-        else:
-            state = PaymentState.PENDING
+        state = PaymentState.PAID if status_text in _PAID else _closing_state(status_text) or PaymentState.PENDING
         return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, raw_status=status_text, raw=entry)
 
     async def _create(self, request: DepositRequest) -> CreatedDeposit:
@@ -248,14 +250,8 @@ class SMSOnlineGateway:
         elif status == "wrong_amount" and is_final is not False:
             # Only credit an underpayment when the gateway tells us what arrived; otherwise hold for review.
             state = PaymentState.UNDERPAID if paid_cents else PaymentState.HELD
-        elif status in _FAILED:
-            state = PaymentState.FAILED
-        elif status in _CANCELLED:
-            state = PaymentState.CANCELLED
-        elif status in _REFUNDED:
-            state = PaymentState.REFUNDED
-        elif status in _HELD:
-            state = PaymentState.HELD
+        elif (closing := _closing_state(status)) is not None:
+            state = closing
         else:
             state = PaymentState.PENDING
             if status not in _KNOWN_PENDING and str(status) not in self._logged_unknown:
