@@ -104,7 +104,3 @@ def format_crypto(value: Decimal) -> str:
     """Show a crypto amount exactly as the gateway gave it (its digits kept), never in exponent form."""
     return format(value, "f")
 
-
-def percent_of(cents: int, percent: int) -> int:
-    """A percentage of an amount, rounded down to the cent."""
-    return cents * percent // 100

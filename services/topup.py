@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import cast
@@ -267,8 +266,3 @@ class TopupService:
         assert deposit.order_id is not None
         return await self.settler.settle_payment(simulate(deposit.order_id, deposit.amount_cents))
 
-
-def seconds_left(deposit: Deposit, now: float | None = None) -> int:
-    if deposit.expires_at is None:
-        return 0
-    return max(0, int(deposit.expires_at - (now if now is not None else time.time())))

@@ -18,10 +18,6 @@ class DepositStatus(str, Enum):
     CANCELLED = "cancelled"  # by the user or the gateway
     FAILED = "failed"        # creation failed, or the gateway reported a failed payment
 
-    @property
-    def is_open(self) -> bool:
-        return self in (DepositStatus.CREATING, DepositStatus.PENDING)
-
 
 class LedgerKind(str, Enum):
     DEPOSIT = "deposit"
