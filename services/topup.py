@@ -118,8 +118,7 @@ class TopupService:
         method = self.link_method(network)
         if method is None:
             return self.gateway.accepts_coupon_codes
-        # Only the V3 page invoice takes a couponCode; the card invoice and the V2 checkout don't.
-        return method == "page" and self.gateway.accepts_coupon_codes and not getattr(self.gateway, "_v2_base", None)
+        return method == "page" and bool(getattr(self.gateway, "page_accepts_coupon_codes", False))
 
     async def choose_coupon(self, *, user_id: int, code: str, amount_cents: int,
                             network: str | None = None) -> CouponChoice:

@@ -77,6 +77,8 @@ class SMSOnlineGateway:
         self._base = api_url.rstrip("/")
         self.link_methods = link_methods  # "page" and/or "card", offered next to the wallet when enabled
         self._v2_base = v2_api_url.rstrip("/") if v2_api_url else None  # set: "page" uses the V2 checkout
+        # Only the V3 page invoice takes a couponCode; the V2 checkout and the card invoice don't.
+        self.page_accepts_coupon_codes = self._v2_base is None
         self._user_id = user_id
         self._api_key = api_key
         self._http = GatewayHttp("SMSOnline", timeout_seconds=timeout_seconds)
