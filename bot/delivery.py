@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -57,6 +58,7 @@ class DeliveryWorker:
         self._last_send = 0.0
         self._last_by_chat: dict[int, float] = {}
         self._paused_until = 0.0  # after a 429: Telegram asked the whole bot to wait
+        self._sent_unrecorded: set[int] = set()  # accepted by Telegram, not yet marked sent in the database
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -78,8 +80,11 @@ class DeliveryWorker:
             self._wake.clear()
 
     async def run_once(self) -> int:
+        await self._record_sent()
         delivered = 0
         for notification in await outbox.due(self._db.reader, now_ts()):
+            if notification.id in self._sent_unrecorded:
+                continue  # delivered already; only its record is missing
             if await self._deliver(notification):
                 delivered += 1
         return delivered
@@ -116,9 +121,22 @@ class DeliveryWorker:
         except (TelegramNetworkError, TelegramServerError) as exc:
             await self._retry(n, delay=min(2 ** n.attempts * 5, MAX_BACKOFF_SECONDS), error=type(exc).__name__)
             return False
-        async with self._db.transaction() as tx:
-            await outbox.mark_sent(tx, n.id)
+        # Telegram has it now: whatever happens to the database, this process never sends it again.
+        self._sent_unrecorded.add(n.id)
+        await self._record_sent()
         return True
+
+    async def _record_sent(self) -> None:
+        """Mark delivered rows sent; if the database is busy, keep them in memory and try again next pass."""
+        for notification_id in sorted(self._sent_unrecorded):
+            try:
+                async with self._db.transaction() as tx:
+                    await outbox.mark_sent(tx, notification_id)
+            except sqlite3.OperationalError as exc:
+                log.warning("notification %s was delivered but can't be recorded yet (%s); will retry", notification_id,
+                            exc)
+                return
+            self._sent_unrecorded.discard(notification_id)
 
     async def _pace(self, chat_id: int) -> None:
         """Stay under Telegram's limits: a global rate, one message per second per chat, and any 429 pause."""

@@ -165,7 +165,7 @@ async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
-    async with db.reader.execute(f"""
+    async with db.separate_reader() as conn, conn.execute(f"""
         SELECT d.id, strftime('%Y-%m-%dT%H:%M:%S+00:00', d.created_at, 'unixepoch'), d.user_id, u.username,
                d.gateway, d.method, d.coin, d.network, {_usd("d.amount_cents")}, d.status,
                {_usd("d.credited_cents")}, {_usd("d.bonus_cents")}, d.order_id, d.txid, d.address
@@ -173,7 +173,7 @@ async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
         WHERE 1 = 1{since}
         ORDER BY d.created_at, d.id
     """, params) as cursor:
-        while chunk := await cursor.fetchmany(_EXPORT_CHUNK):  # in chunks: other readers get turns in between
+        while chunk := await cursor.fetchmany(_EXPORT_CHUNK):  # in chunks: the event loop gets turns in between
             writer.writerows(chunk)  # NULL is written as an empty field
             count += len(chunk)
     return CsvExport(buffer.getvalue().encode("utf-8"), count)

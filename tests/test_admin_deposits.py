@@ -2,6 +2,8 @@
 /find, /confirm with its second tap, /export, and what every one of them says to bad input."""
 from __future__ import annotations
 
+import contextlib
+
 import asyncio
 import csv
 import io
@@ -164,17 +166,27 @@ async def query_plans(h: Harness, run: Any) -> list[str]:
     """The plan of every statement `run` sends to the reader, as EXPLAIN QUERY PLAN tells it."""
     reader = h.app.db.reader
     sent: list[tuple[str, tuple[Any, ...]]] = []
-    real_execute = reader.execute
+    real_execute, real_fetchall = reader.execute, reader.execute_fetchall
 
     def spy(sql: str, params: Any = ()) -> Any:
         sent.append((sql, tuple(params)))
         return real_execute(sql, params)
 
+    def spy_fetchall(sql: str, params: Any = ()) -> Any:
+        sent.append((sql, tuple(params)))
+        return real_fetchall(sql, params)
+
+    @contextlib.asynccontextmanager
+    async def spied_reader() -> Any:  # the export's own connection, replaced by the spied reader
+        yield reader
+
     reader.execute = spy  # type: ignore[method-assign]
+    reader.execute_fetchall = spy_fetchall  # type: ignore[method-assign]
+    h.app.db.separate_reader = spied_reader  # type: ignore[method-assign]
     try:
         await run()
     finally:
-        del reader.execute
+        del reader.execute, reader.execute_fetchall, h.app.db.separate_reader
     plans = []
     for sql, params in sent:
         rows = await fetch_all(reader, "EXPLAIN QUERY PLAN " + sql, params)

@@ -108,6 +108,15 @@ class Database:
             else:
                 await self._writer.execute("COMMIT")
 
+    @asynccontextmanager
+    async def separate_reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection of its own for a long read (an export), so the shared reader is never held open."""
+        conn = await self._open()
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
     @property
     def reader(self) -> aiosqlite.Connection:
         if self._reader is None:
@@ -122,14 +131,17 @@ class Database:
             return False
 
 
+# Reads run in one hop to SQLite's thread (execute_fetchall). With a separate execute and fetch, a statement
+# left open between them holds an old snapshot, and other coroutines reading on the same connection meanwhile
+# would see data from before the latest commits.
+
 async def fetch_one(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-    async with conn.execute(sql, tuple(params)) as cur:
-        return await cur.fetchone()
+    rows = await conn.execute_fetchall(sql, tuple(params))
+    return next(iter(rows), None)
 
 
 async def fetch_all(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-    async with conn.execute(sql, tuple(params)) as cur:
-        return list(await cur.fetchall())
+    return list(await conn.execute_fetchall(sql, tuple(params)))
 
 
 async def fetch_value(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> Any:
