@@ -33,6 +33,7 @@ from services.store import deposits, outbox, users
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
+DUE_BATCH = 50
 MAX_BACKOFF_SECONDS = 600
 
 # Which ADMIN_EVENTS switch governs each kind of admin-chat line.
@@ -80,14 +81,18 @@ class DeliveryWorker:
             self._wake.clear()
 
     async def run_once(self) -> int:
+        """Deliver everything due now, batch after batch: a full outbox is drained at the paced rate, not per poll."""
         await self._record_sent()
         delivered = 0
-        for notification in await outbox.due(self._db.reader, now_ts()):
-            if notification.id in self._sent_unrecorded:
-                continue  # delivered already; only its record is missing
-            if await self._deliver(notification):
-                delivered += 1
-        return delivered
+        while True:
+            due = await outbox.due(self._db.reader, now_ts(), limit=DUE_BATCH)
+            # Rows delivered but not yet recorded are due too; they are skipped, never sent again.
+            batch = [n for n in due if n.id not in self._sent_unrecorded]
+            for notification in batch:
+                if await self._deliver(notification):
+                    delivered += 1
+            if len(due) < DUE_BATCH or not batch:
+                return delivered
 
     def _turned_off(self, n: Notification) -> bool:
         event = ADMIN_EVENT_OF_KIND.get(n.kind)
