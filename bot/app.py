@@ -13,6 +13,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.fsm.storage.memory import SimpleEventIsolation
 from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat, ErrorEvent
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
@@ -160,13 +161,29 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     return app
 
 
+# Telegram's answers to an edit that can't apply: the message already shows this (a double tap), or it can't show
+# text at all (a menu button forged onto a photo). Neither is a failure worth alarming the user about.
+_NOT_MODIFIED = "message is not modified"
+_NOT_EDITABLE = ("there is no text in the message to edit", "message can't be edited", "message to edit not found")
+
+
 async def on_error(event: ErrorEvent, locales: Locales) -> bool:
     """Log any handler failure and tell the user something went wrong, instead of leaving them hanging."""
-    log.error("handler failed on update %s", event.update.update_id, exc_info=event.exception)
     update = event.update
     sender = (update.message or update.callback_query or update.edited_message)
     user = getattr(sender, "from_user", None)
     t = locales.get(locales.pick(None, getattr(user, "language_code", None)))
+    exc = event.exception
+    if isinstance(exc, TelegramBadRequest) and update.callback_query is not None:
+        if _NOT_MODIFIED in exc.message:
+            with suppress(Exception):
+                await update.callback_query.answer()
+            return True
+        if any(reason in exc.message for reason in _NOT_EDITABLE):
+            with suppress(Exception):
+                await update.callback_query.answer(t("stale"))
+            return True
+    log.error("handler failed on update %s", update.update_id, exc_info=exc)
     with suppress(Exception):
         if update.callback_query is not None:
             await update.callback_query.answer(t("error.generic"), show_alert=True)

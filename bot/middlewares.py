@@ -24,6 +24,8 @@ class UserContextMiddleware(BaseMiddleware):
                        event: TelegramObject, data: dict[str, Any]) -> Any:
         sender: TelegramUser | None = data.get("event_from_user")
         if sender is None or sender.is_bot:
+            # No record for bots (an anonymous group admin speaks as one), but they can still be answered.
+            data["t"] = self._locales.get(self._locales.default)
             return await handler(event, data)
         user = await users.get(self._db.reader, sender.id)
         if user is None or (user.username, user.first_name, user.telegram_lang) != (

@@ -47,6 +47,8 @@ def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox) -> web.A
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": "body too large"}, status=413)
+        except web.RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that aren't
+            return web.json_response({"error": "unreadable body"}, status=400)
         headers = {name.lower(): value for name, value in request.headers.items()}
         answer = await inbox.receive(source, body, headers=headers, peer=request.remote,
                                      token=request.query.get("token"))
