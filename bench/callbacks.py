@@ -211,8 +211,9 @@ def run_wrk(url: str, bodies_path: Path, connections: int, seconds: int, tmp: Pa
     script.write_text(_WRK_LUA)
     threads = 2
     env = {**os.environ, "BENCH_BODIES": str(bodies_path), "BENCH_THREADS": str(threads)}
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
-                          "-s", str(script), url], capture_output=True, text=True, env=env, timeout=seconds + 60, check=False)
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+               "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False)
     for row in out.stdout.splitlines():
         if row.startswith("WRK "):
             requests, duration_us, bad_status, socket_errors, p50, p99, mx = row.split()[1:]

@@ -247,7 +247,8 @@ class Zygote:
         try:
             return ForkedBot(self, await asyncio.wait_for(self._started.get(), 30))
         except TimeoutError:
-            raise AssertionError(f"the zygote did not fork:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(
+                f"the zygote did not fork:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
 
     async def close(self) -> None:
         if self.proc.returncode is None:
@@ -353,7 +354,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
                 return [await create_through_the_conversation(api, user, amount) for amount in amounts[user]]
 
             created = await asyncio.wait_for(asyncio.gather(*(user_flow(u) for u in users)), timeout=40)
-            cards = [(user, card) for user, made in zip(users, created) for _, card in made]
+            cards = [(user, card) for user, made in zip(users, created, strict=True) for _, card in made]
             deposit_ids = sorted(i for made in created for i, _ in made)
             assert len(set(deposit_ids)) == len(users) * per_user
             order_of = {r["id"]: r["order_id"] for r in sql(db_path, "SELECT id, order_id FROM deposits")}
@@ -423,7 +424,8 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
         rows = sql(db_path, "SELECT id, status, amount_cents, credited_cents, user_id FROM deposits ORDER BY id")
         assert [r["id"] for r in rows] == deposit_ids
         assert all(r["status"] == "paid" and r["credited_cents"] == r["amount_cents"] for r in rows)
-        credits = sql(db_path, "SELECT deposit_id, COUNT(*) AS n FROM ledger WHERE kind = 'deposit' GROUP BY deposit_id")
+        credits = sql(db_path,
+                      "SELECT deposit_id, COUNT(*) AS n FROM ledger WHERE kind = 'deposit' GROUP BY deposit_id")
         assert {r["deposit_id"]: r["n"] for r in credits} == {i: 1 for i in deposit_ids}
         assert balance_mismatches(db_path) == []
         for user in users:

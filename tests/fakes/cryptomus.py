@@ -37,6 +37,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, fake_address
 from multidict import CIMultiDict
 
 __all__ = [
@@ -144,35 +146,7 @@ _AMOUNT_RE = re.compile(r"^\d+(\.\d+)?$")
 _ALPHA_DASH_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # ASSUMPTION: Laravel's `url` rule is broader; the fake accepts http(s) URLs with a host (IP literals included).
 _URL_RE = re.compile(r"^https?://[^\s/?#]+(?:[/?#]\S*)?$", re.IGNORECASE)
-
 _EVM_NETWORKS = frozenset({"bsc", "eth", "polygon", "arbitrum", "avalanche"})
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-def _fake_address(network: str, seed: str) -> str:
-    """A deterministic, plausible-looking (not valid) address for the network."""
-    digest = hashlib.sha256(f"{network}:{seed}".encode()).digest() * 4
-
-    def pick(alphabet: str, n: int) -> str:
-        return "".join(alphabet[b % len(alphabet)] for b in digest[:n])
-
-    if network in _EVM_NETWORKS:
-        return "0x" + digest[:20].hex()
-    if network == "tron":
-        return "T" + pick(_B58, 33)
-    if network == "btc":
-        return "bc1q" + pick(_B32, 38)
-    if network == "ltc":
-        return "ltc1q" + pick(_B32, 38)
-    if network == "ton":
-        return "UQ" + pick(_B64URL, 46)
-    if network == "doge":
-        return "D" + pick(_B58, 33)
-    if network == "sol":
-        return pick(_B58, 44)
-    return pick(_B58, 34)
 
 
 def _fake_txid(network: str | None, seed: str) -> str:
@@ -260,7 +234,7 @@ class _Invoice:
 # ---------------------------------------------------------------------------------------------- the fake
 
 
-class FakeCryptomus:
+class FakeCryptomus(FakeServer):
     """In-process HTTP fake of the Cryptomus merchant API (payment key endpoints)."""
 
     def __init__(
@@ -306,32 +280,6 @@ class FakeCryptomus:
         app.router.add_post("/v1/payment/services", self._services)
         app.router.add_post("/v1/balance", self._balance)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start listening; sets and returns ``base_url`` (``http://host:port``, without ``/v1``)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeCryptomus already started")
-        self._closing = asyncio.Event()
-        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        self.base_url = f"http://{host}:{runner.addresses[0][1]}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        self._closing.set()  # wakes fault-injected delays
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeCryptomus:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ test controls
 
@@ -395,7 +343,7 @@ class FakeCryptomus:
             obj["payer_currency"] = coin
             obj["network"] = net
             if obj["address"] is None:
-                obj["address"] = _fake_address(net, obj["uuid"])
+                obj["address"] = fake_address(net, obj["uuid"])
             if obj["payer_amount"] is None:
                 obj["payer_amount"] = str(self._convert(obj["amount"], obj["currency"], coin))
         if payer_amount is not None:
@@ -431,7 +379,7 @@ class FakeCryptomus:
 
         if status in _TX_SEEN_STATUSES:
             if obj["from"] is None or from_address is not None:
-                obj["from"] = from_address or _fake_address(obj["network"] or "tron", "payer:" + obj["uuid"])
+                obj["from"] = from_address or fake_address(obj["network"] or "tron", "payer:" + obj["uuid"])
             if obj["txid"] is None and txid is None:
                 obj["txid"] = _fake_txid(obj["network"], obj["uuid"])
         if txid is not None:
@@ -717,7 +665,7 @@ class FakeCryptomus:
                 lifetime = int(body.get("lifetime", 3600))
                 net = existing.obj["network"]
                 if net:
-                    existing.obj["address"] = _fake_address(net, f"{existing.obj['uuid']}:{time.time_ns()}")
+                    existing.obj["address"] = fake_address(net, f"{existing.obj['uuid']}:{time.time_ns()}")
                 existing.obj["payment_status"] = "check"
                 existing.obj["expired_at"] = int(time.time()) + lifetime
             return _response_json({"state": 0, "result": existing.obj})
@@ -786,7 +734,7 @@ class FakeCryptomus:
             "currency": currency,
             "merchant_amount": None,
             "network": network,
-            "address": _fake_address(network, inv_uuid) if network else None,
+            "address": fake_address(network, inv_uuid) if network else None,
             "from": None,
             "txid": None,
             "payment_status": "check",

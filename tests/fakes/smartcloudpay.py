@@ -28,10 +28,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, fake_address
 
 __all__ = ["CREATE_SHAPES", "DEFAULT_PAIRS", "FAKE_PRICES_USD", "STABLECOINS", "FakeSmartCloudPay", "RecordedRequest"]
 
@@ -62,8 +64,6 @@ FAKE_PRICES_USD: dict[str, Decimal] = {
 
 CREATE_SHAPES = ("data", "flat", "no_address")
 
-_EVM_NETWORKS = frozenset({"evm", "bsc", "eth", "polygon"})
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _Q2 = Decimal("0.01")
 _Q8 = Decimal("0.00000001")
 
@@ -90,16 +90,6 @@ class _Fault:
     remaining: int
     method: str | None = None
     hits: int = field(default=0)
-
-
-def _fake_address(network: str, seed: str) -> str:
-    """A deterministic, plausible-looking (not valid) deposit address for the network."""
-    digest = hashlib.sha256(f"{network}:{seed}".encode()).digest() * 2
-    if network in _EVM_NETWORKS:
-        return "0x" + digest[:20].hex()
-    if network == "tron":
-        return "T" + "".join(_B58[b % len(_B58)] for b in digest[:33])
-    return "".join(_B58[b % len(_B58)] for b in digest[:34])
 
 
 def _fake_tx_hash(network: str, seed: str) -> str:
@@ -132,7 +122,8 @@ def _as_number(value: Any) -> Decimal | None:
     return d if d.is_finite() else None
 
 
-class FakeSmartCloudPay:
+class FakeSmartCloudPay(FakeServer):
+    base_path = "/api"  # the bot's SMARTCLOUDPAY_API_URL ends in /api
     """In-process HTTP fake of the Smart CloudPay merchant API (invoices, payouts, utilities, webhooks)."""
 
     def __init__(self, api_key: str = "sk_test_key", merchant_id: str = "merchant-1") -> None:
@@ -154,8 +145,8 @@ class FakeSmartCloudPay:
         # (NETWORK, CURRENCY) upper case -> balance string. ASSUMPTION: unknown pairs report "0".
         self.chain_balances: dict[tuple[str, str], str] = {("BSC", "BNB"): "1.5"}
         self.wallets: list[dict] = [  # ASSUMPTION: shape of GET /api/payout/wallets entries
-            {"network": "bsc", "address": _fake_address("bsc", "merchant-wallet")},
-            {"network": "tron", "address": _fake_address("tron", "merchant-wallet")},
+            {"network": "bsc", "address": fake_address("bsc", "merchant-wallet")},
+            {"network": "tron", "address": fake_address("tron", "merchant-wallet")},
         ]
         self.your_ip: str | None = None  # None: report the caller's address (127.0.0.1 in tests)
 
@@ -182,33 +173,6 @@ class FakeSmartCloudPay:
         r.add_get("/api/payout/balance/chain", self._balance_chain)
         r.add_get("/api/public/check-ip", self._check_ip)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start listening; sets and returns ``base_url`` (``http://host:port/api``)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeSmartCloudPay already started")
-        self._closing = asyncio.Event()
-        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        sock_port = runner.addresses[0][1]
-        self.base_url = f"http://{host}:{sock_port}/api"
-        return self.base_url
-
-    async def stop(self) -> None:
-        self._closing.set()  # wakes any fault-injected delays so shutdown does not wait for them
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ test controls
 
@@ -450,7 +414,7 @@ class FakeSmartCloudPay:
         now = int(time.time())
         inv = {
             "invoice_id": invoice_id,
-            "address": _fake_address(network, invoice_id),
+            "address": fake_address(network, invoice_id),
             "amount": _fmt_coin(coin, currency),
             "totalusd": str(usd.quantize(_Q2)),
             "currency": currency,

@@ -32,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import FakeServer, fake_address
+
 __all__ = ["FakeSMSOnline", "RecordedRequest", "NETWORKS", "FINAL_STATUSES", "PAID_STATUSES", "FAKE_PRICES_USD"]
 
 # Documented matrix (V3 "Get direct wallet" page), upper case as the doc sends it.
@@ -91,10 +93,6 @@ _USD_AMOUNT_RE = re.compile(r"^\d+(\.\d{1,2})?$")
 _INT_AMOUNT_RE = re.compile(r"^\d+$")
 
 _DIRECT_FIELDS = ("to_address", "currency", "network", "amountInUSD", "amountInCrypto", "expire_at", "url", "order_id")
-_EVM_NETWORKS = frozenset({"BSC", "ETH", "POLYGON", "ARBITRUM", "AVALANCHE"})
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # ASSUMPTION: fake account-level tiers, copied from the balance example.
 _DISCOUNT_RATES: list[list[Any]] = [[8000, 0.8, "-20%"], [6000, 0.85, "-15%"], [4000, 0.9, "-10%"],
                                     [2000, 0.95, "-5%"], [0, 1, "0%"]]
@@ -125,42 +123,12 @@ class _Fault:
     hits: int = field(default=0)
 
 
-def _fake_address(network: str, seed: str) -> str:
-    """A deterministic, plausible-looking (not valid) deposit address for the network."""
-    digest = hashlib.sha256(f"{network}:{seed}".encode()).digest() * 4
-
-    def pick(alphabet: str, n: int) -> str:
-        return "".join(alphabet[b % len(alphabet)] for b in digest[:n])
-
-    if network in _EVM_NETWORKS:
-        return "0x" + digest[:20].hex()
-    if network == "TRON":
-        return "T" + pick(_B58, 33)
-    if network == "BTC":
-        return "bc1q" + pick(_B32, 38)
-    if network == "LTC":
-        return "ltc1q" + pick(_B32, 38)
-    if network == "BCH":
-        return "bitcoincash:q" + pick(_B32, 41)
-    if network == "SOL":
-        return pick(_B58, 44)
-    if network == "TON":
-        return "UQ" + pick(_B64URL, 46)
-    if network == "XMR":
-        return "4" + pick(_B58, 94)
-    if network == "DASH":
-        return "X" + pick(_B58, 33)
-    if network == "DOGE":
-        return "D" + pick(_B58, 33)
-    return pick(_B58, 34)
-
-
 def _v3_error(status: int, message: str) -> web.Response:
     # ASSUMPTION: failure body shape is undocumented; a third-party script reads `errorMessage` when ok is false.
     return web.json_response({"ok": False, "errorMessage": message}, status=status)
 
 
-class FakeSMSOnline:
+class FakeSMSOnline(FakeServer):
     """In-process HTTP fake of the SMSOnline V3 customer API (and the V2 checkout/crypto call)."""
 
     def __init__(
@@ -215,34 +183,6 @@ class FakeSMSOnline:
         app.router.add_get("/cs/checkout/crypto", self._v2_checkout_crypto)
         app.router.add_get(v3 + "/payments", self._payments)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start listening; sets and returns ``base_url`` (``http://host:port``, without ``/v3``)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeSMSOnline already started")
-        self._closing = asyncio.Event()
-        # access_log=None: GET requests carry ?apiKey=... and must not be logged.
-        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        sock_port = runner.addresses[0][1]
-        self.base_url = f"http://{host}:{sock_port}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        self._closing.set()  # wakes any fault-injected delays so shutdown does not wait for them
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeSMSOnline:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ test controls
 
@@ -393,7 +333,7 @@ class FakeSMSOnline:
             crypto = str((usd / FAKE_PRICES_USD[currency]).quantize(Decimal("0.00000001")))
         order_id = str(uuid.uuid4())
         wallet = {
-            "to_address": _fake_address(network, order_id),
+            "to_address": fake_address(network, order_id),
             "currency": currency,
             "network": network.lower(),  # documented: the network comes back lower case
             "amountInUSD": str(usd),
