@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.server import FakeServer, fake_address
+from tests.fakes.server import FakeServer, Fault, fake_address
 from multidict import CIMultiDict
 
 __all__ = [
@@ -208,23 +208,6 @@ class SentWebhook:
 
 
 @dataclass
-class _Fault:
-    path_contains: str
-    status: int | None
-    body: bytes
-    content_type: str
-    delay: float
-    remaining: int
-    method: str | None = None
-    exact: bool = False
-    hits: int = field(default=0)
-
-    def matches(self, request: web.Request) -> bool:
-        path_ok = request.path == self.path_contains if self.exact else self.path_contains in request.path
-        return path_ok and (self.method is None or self.method == request.method)
-
-
-@dataclass
 class _Invoice:
     obj: dict  # the payment object exactly as the API returns it
     request: dict  # the create request body as received
@@ -267,7 +250,7 @@ class FakeCryptomus(FakeServer):
         self.base_url: str | None = None
 
         self._invoices: dict[str, _Invoice] = {}  # order_id -> invoice (insertion-ordered)
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -387,33 +370,6 @@ class FakeCryptomus(FakeServer):
         obj["updated_at"] = _now_iso()
         return obj
 
-    def fail_next(
-        self,
-        path_contains: str,
-        *,
-        status: int | None = 502,
-        body: str | bytes | dict | list = "Bad Gateway",
-        content_type: str | None = None,
-        delay: float = 0.0,
-        count: int = 1,
-        method: str | None = None,
-        exact: bool = False,
-    ) -> None:
-        """Answer the next ``count`` requests whose path contains ``path_contains`` with a canned response.
-
-        Note "/v1/payment" is contained in "/v1/payment/info": pass ``exact=True`` to match the path exactly.
-        ``body`` may be a dict/list (sent as JSON, e.g. ``{"state": 1, "message": "Gateway error"}``).
-        ``delay`` seconds are slept first (``stop()`` cuts it short). ``status=None``: after the delay, let the real
-        handler answer. Faults are consumed in the order added.
-        """
-        if isinstance(body, (dict, list)):
-            raw = json.dumps(body).encode()
-            content_type = content_type or "application/json"
-        else:
-            raw = body.encode() if isinstance(body, str) else bytes(body)
-        self._faults.append(_Fault(path_contains, status, raw, content_type or "text/plain", delay, count,
-                                   method.upper() if method else None, exact))
-
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """Recorded requests whose path equals ``path`` exactly."""
         return [r for r in self.requests if r.path == path]
@@ -503,20 +459,9 @@ class FakeCryptomus(FakeServer):
             parsed = None
         self.requests.append(RecordedRequest(request.method, request.path, CIMultiDict(request.headers), raw, parsed))
 
-        fault = next((f for f in self._faults if f.matches(request)), None)
-        if fault is not None:
-            fault.remaining -= 1
-            fault.hits += 1
-            if fault.remaining <= 0:
-                self._faults.remove(fault)
-            if fault.delay > 0:
-                try:
-                    await asyncio.wait_for(self._closing.wait(), timeout=fault.delay)
-                except TimeoutError:
-                    pass
-            if fault.status is not None:
-                return web.Response(status=fault.status, body=fault.body,
-                                    headers={"Content-Type": fault.content_type})
+        injected = await self._inject_fault(request)
+        if injected is not None:
+            return injected
         return await handler(request)
 
     # ------------------------------------------------------------------ helpers

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Self
 
 from aiohttp import web
@@ -30,11 +32,70 @@ def fake_address(network: str, seed: str) -> str:
     return prefix + pick(alphabet, length)
 
 
+@dataclass
+class Fault:
+    """A canned answer for the next matching requests (see FakeServer.fail_next)."""
+
+    path_contains: str
+    status: int | None
+    body: bytes
+    content_type: str
+    delay: float
+    remaining: int
+    method: str | None = None
+    exact: bool = False
+    hits: int = field(default=0)
+
+    def matches(self, request: web.Request) -> bool:
+        path_ok = request.path == self.path_contains if self.exact else self.path_contains in request.path
+        return path_ok and (self.method is None or self.method == request.method)
+
+
 class FakeServer:
-    """Start, stop and `async with` for a fake: no access log (URLs may carry keys), delays woken on stop."""
+    """Start, stop and `async with` for a fake (no access log: URLs may carry keys), and fault injection.
+
+    Subclasses set `self._faults: list[Fault] = []` and call `_inject_fault` from their middleware.
+    """
 
     base_path = ""  # appended to base_url, e.g. "/api"
     _runner: web.AppRunner | None = None
+    _faults: list[Fault]
+
+    def fail_next(self, path_contains: str, *, status: int | None = 502,
+                  body: str | bytes | dict | list = "Bad Gateway", content_type: str | None = None, delay: float = 0.0,
+                  count: int = 1, method: str | None = None, exact: bool = False) -> None:
+        """Answer the next ``count`` requests whose path contains ``path_contains`` with a canned response.
+
+        ``exact=True`` matches the path exactly (e.g. "/v1/payment" is contained in "/v1/payment/info").
+        ``body`` may be a dict/list (sent as JSON). ``delay`` seconds are slept first, to simulate a hang (``stop()``
+        cuts the sleep short). ``status=None``: after the delay, let the real handler answer (slow but correct).
+        ``method`` restricts the match to one HTTP method. Faults are consumed in the order added.
+        """
+        if isinstance(body, (dict, list)):
+            raw = json.dumps(body).encode()
+            content_type = content_type or "application/json"
+        else:
+            raw = body.encode() if isinstance(body, str) else bytes(body)
+        self._faults.append(Fault(path_contains, status, raw, content_type or "text/plain", delay, count,
+                                  method.upper() if method else None, exact))
+
+    async def _inject_fault(self, request: web.Request) -> web.Response | None:
+        """The canned answer for this request after its delay, or None to let the real handler answer."""
+        fault = next((f for f in self._faults if f.matches(request)), None)
+        if fault is None:
+            return None
+        fault.remaining -= 1
+        fault.hits += 1
+        if fault.remaining <= 0:
+            self._faults.remove(fault)
+        if fault.delay > 0:
+            try:
+                await asyncio.wait_for(self._closing.wait(), timeout=fault.delay)
+            except TimeoutError:
+                pass
+        if fault.status is None:
+            return None
+        return web.Response(status=fault.status, body=fault.body, headers={"Content-Type": fault.content_type})
 
     def make_app(self) -> web.Application:
         raise NotImplementedError

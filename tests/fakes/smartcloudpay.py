@@ -26,14 +26,14 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.server import FakeServer, fake_address
+from tests.fakes.server import FakeServer, Fault, fake_address
 
 __all__ = ["CREATE_SHAPES", "DEFAULT_PAIRS", "FAKE_PRICES_USD", "STABLECOINS", "FakeSmartCloudPay", "RecordedRequest"]
 
@@ -78,18 +78,6 @@ class RecordedRequest:
     json: Any  # parsed JSON body (floats as float), or None when the body is empty or not JSON
     text: str  # raw body text: assert on it to check the exact number formatting the client sent
     headers: dict[str, str]
-
-
-@dataclass
-class _Fault:
-    path_contains: str
-    status: int | None
-    body: bytes
-    content_type: str
-    delay: float
-    remaining: int
-    method: str | None = None
-    hits: int = field(default=0)
 
 
 def _fake_tx_hash(network: str, seed: str) -> str:
@@ -152,7 +140,7 @@ class FakeSmartCloudPay(FakeServer):
 
         self.base_url: str | None = None
         self._next_invoice = 10001
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -216,28 +204,6 @@ class FakeSmartCloudPay(FakeServer):
         payout["status"] = status
         if tx_hash is not None:
             payout["tx_hash"] = tx_hash
-
-    def fail_next(
-        self,
-        path_contains: str,
-        *,
-        status: int | None = 502,
-        body: str | bytes = "Bad Gateway",
-        content_type: str = "text/plain",
-        delay: float = 0.0,
-        count: int = 1,
-        method: str | None = None,
-    ) -> None:
-        """Answer the next ``count`` requests whose path contains ``path_contains`` with a canned response.
-
-        ``delay`` seconds are slept first (use it to simulate a hang; ``stop()`` cuts the sleep short).
-        ``status=None`` means: after the delay, let the real handler answer (a slow but correct server).
-        ``method`` optionally restricts the match to one HTTP method. Faults are consumed in the order added.
-        Faults apply before the auth check.
-        """
-        raw = body.encode() if isinstance(body, str) else bytes(body)
-        self._faults.append(_Fault(path_contains, status, raw, content_type, delay, count,
-                                   method.upper() if method else None))
 
     def requests_to(self, path_contains: str) -> list[RecordedRequest]:
         """Recorded requests whose path contains ``path_contains``."""
@@ -323,16 +289,9 @@ class FakeSmartCloudPay(FakeServer):
             headers=dict(request.headers),
         ))
 
-        fault = self._take_fault(request)
-        if fault is not None:
-            if fault.delay > 0:
-                try:
-                    await asyncio.wait_for(self._closing.wait(), timeout=fault.delay)
-                except TimeoutError:
-                    pass
-            if fault.status is not None:
-                return web.Response(status=fault.status, body=fault.body,
-                                    headers={"Content-Type": fault.content_type})
+        injected = await self._inject_fault(request)  # faults apply before the auth check
+        if injected is not None:
+            return injected
 
         # check-ip is public (it is used before the IP is allow-listed). Everything else needs both headers.
         # ASSUMPTION: the hyphenated `merchant-id` only (the older revision's `merchant_id` is refused), 401 with the
@@ -341,16 +300,6 @@ class FakeSmartCloudPay(FakeServer):
                 or request.headers.get("merchant-id") != self.merchant_id):
             return _error(401, "Unauthorized")
         return await handler(request)
-
-    def _take_fault(self, request: web.Request) -> _Fault | None:
-        for fault in self._faults:
-            if fault.path_contains in request.path and (fault.method is None or fault.method == request.method):
-                fault.remaining -= 1
-                fault.hits += 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
 
     @staticmethod
     async def _json_body(request: web.Request) -> dict | None:

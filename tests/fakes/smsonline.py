@@ -25,14 +25,14 @@ import json
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import FakeServer, fake_address
+from tests.fakes.server import FakeServer, Fault, fake_address
 
 __all__ = ["FakeSMSOnline", "RecordedRequest", "NETWORKS", "FINAL_STATUSES", "PAID_STATUSES", "FAKE_PRICES_USD"]
 
@@ -111,18 +111,6 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
-@dataclass
-class _Fault:
-    path_contains: str
-    status: int | None
-    body: bytes
-    content_type: str
-    delay: float
-    remaining: int
-    method: str | None = None
-    hits: int = field(default=0)
-
-
 def _v3_error(status: int, message: str) -> web.Response:
     # ASSUMPTION: failure body shape is undocumented; a third-party script reads `errorMessage` when ok is false.
     return web.json_response({"ok": False, "errorMessage": message}, status=status)
@@ -163,7 +151,7 @@ class FakeSMSOnline(FakeServer):
         self.deposit_lifetime: int = 3600  # seconds until expire_at; reference: address valid for one hour
         self.base_url: str | None = None
 
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._credited: set[str] = set()
@@ -210,27 +198,6 @@ class FakeSMSOnline(FakeServer):
         """The order_id of the most recently created deposit, or None when there is none."""
         return next(reversed(self.deposits), None)
 
-    def fail_next(
-        self,
-        path_contains: str,
-        *,
-        status: int | None = 502,
-        body: str | bytes = "Bad Gateway",
-        content_type: str = "text/plain",
-        delay: float = 0.0,
-        count: int = 1,
-        method: str | None = None,
-    ) -> None:
-        """Answer the next ``count`` requests whose path contains ``path_contains`` with a canned response.
-
-        ``delay`` seconds are slept first (use it to simulate a hang; ``stop()`` cuts the sleep short).
-        ``status=None`` means: after the delay, let the real handler answer (a slow but correct server).
-        ``method`` optionally restricts the match to one HTTP method. Faults are consumed in the order added.
-        """
-        raw = body.encode() if isinstance(body, str) else bytes(body)
-        self._faults.append(_Fault(path_contains, status, raw, content_type, delay, count,
-                                   method.upper() if method else None))
-
     def requests_to(self, path_contains: str) -> list[RecordedRequest]:
         """Recorded requests whose path contains ``path_contains``."""
         return [r for r in self.requests if path_contains in r.path]
@@ -253,27 +220,10 @@ class FakeSMSOnline(FakeServer):
             headers=dict(request.headers),
         ))
 
-        fault = self._take_fault(request)
-        if fault is not None:
-            if fault.delay > 0:
-                try:
-                    await asyncio.wait_for(self._closing.wait(), timeout=fault.delay)
-                except asyncio.TimeoutError:
-                    pass
-            if fault.status is not None:
-                return web.Response(status=fault.status, body=fault.body,
-                                    headers={"Content-Type": fault.content_type})
+        injected = await self._inject_fault(request)
+        if injected is not None:
+            return injected
         return await handler(request)
-
-    def _take_fault(self, request: web.Request) -> _Fault | None:
-        for fault in self._faults:
-            if fault.path_contains in request.path and (fault.method is None or fault.method == request.method):
-                fault.remaining -= 1
-                fault.hits += 1
-                if fault.remaining <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
 
     # ------------------------------------------------------------------ helpers
 
