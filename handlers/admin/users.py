@@ -61,15 +61,22 @@ async def reply_lines(message: Message, lines: list[str]) -> None:
 
 # --- /user ---
 
+async def _find_or_say(message: Message, t: Translator, admin: AdminService, query: str) -> User | None:
+    """The user, or None after telling the admin there is no such user."""
+    try:
+        return await admin.find_user(query)
+    except AdminError as exc:
+        await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
+        return None
+
+
 async def show_user(message: Message, command: CommandObject, t: Translator, admin: AdminService) -> None:
     words = (command.args or "").split()
     if len(words) != 1:
         await message.reply(t("admin.users.user-usage"))
         return
-    try:
-        found = await admin.find_user(words[0])
-    except AdminError as exc:
-        await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
+    found = await _find_or_say(message, t, admin, words[0])
+    if found is None:
         return
     recent = await admin.recent_deposits(found.id, 5)
     entries = await admin.recent_ledger(found.id, 10)
@@ -138,10 +145,8 @@ async def _ask_adjustment(message: Message, command: CommandObject, t: Translato
     if len(reason) > REASON_MAX_CHARS:
         await message.reply(t("admin.users.reason-too-long", limit=REASON_MAX_CHARS))
         return
-    try:
-        target = await admin.find_user(parts[0])
-    except AdminError as exc:
-        await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
+    target = await _find_or_say(message, t, admin, parts[0])
+    if target is None:
         return
     delta = -cents if debit else cents
     after = target.balance_cents + delta
