@@ -38,7 +38,7 @@ async def run(count: int, rate: float, tmp: Path) -> None:
     from aiogram.client.telegram import TelegramAPIServer
 
     from bot.delivery import DeliveryWorker
-    from bot.i18n import Locales
+    from handlers.i18n import Locales
     from services.store import Database, outbox, users
     from services.store.db import fetch_all
     from tests.fakes.bot_api import FakeBotAPI

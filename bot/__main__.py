@@ -10,7 +10,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 from bot.config import ConfigError, load_settings
-from bot.i18n import shipped_locales
+from handlers.i18n import shipped_locales
 
 
 def main() -> int:

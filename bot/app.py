@@ -19,11 +19,11 @@ from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, BotCommand
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 
-from bot.admin_access import AdminAccess
+from handlers.admin_access import AdminAccess
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.fsm_storage import SQLiteStorage
-from bot.i18n import Locales
+from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
 from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app
 from handlers import admin as admin_handlers
@@ -35,6 +35,7 @@ from services.gateways.sandbox import SandboxGateway
 from services.gateways.smartcloudpay import SmartCloudPayGateway
 from services.gateways.smsonline import SMSOnlineGateway
 from services.matrix import Matrix
+from services.payouts import PayoutService
 from services.reconciler import Reconciler
 from services.settlement import Settler
 from services.webhooks import CallbackInbox, CallbackPolicy
@@ -144,8 +145,12 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     dispatcher = Dispatcher(storage=SQLiteStorage(db), events_isolation=SimpleEventIsolation())
     admin = AdminService(db, settler, allow_negative_balance=settings.allow_negative_balance,
                          confirm_seconds=settings.confirm_seconds)
+    payouts = (PayoutService(db, gateway, settings.payout_max_cents, settings.payout_daily_max_cents)
+               if isinstance(gateway, SmartCloudPayGateway) else None)
     dispatcher.workflow_data.update(settings=settings, db=db, gateway=gateway, locales=locales, topup=topup,
-                                    settler=settler, admin=admin, admin_access=AdminAccess(settings))
+                                    settler=settler, admin=admin, admin_access=AdminAccess(
+        settings.admin_chat_id, settings.admin_user_ids, private_commands=settings.admin_private_commands),
+                                    payouts=payouts)
     context = UserContextMiddleware(db, locales)
     dispatcher.message.outer_middleware(context)
     dispatcher.callback_query.outer_middleware(context)

@@ -21,7 +21,7 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 
-from bot.i18n import Locales, Translator
+from handlers.i18n import Locales, Translator
 from handlers.admin.deposits import show_button, stats_text
 from handlers.ui import views
 from services import admin_reports

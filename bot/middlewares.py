@@ -8,7 +8,7 @@ from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
 from aiogram.types import User as TelegramUser
 
-from bot.i18n import Locales
+from handlers.i18n import Locales
 from services.store import Database
 from services.store import users
 

@@ -58,6 +58,11 @@ class AdminService:
         self._allow_negative = allow_negative_balance
         self.confirm_seconds = confirm_seconds
 
+    @property
+    def allows_negative_balance(self) -> bool:
+        """ALLOW_NEGATIVE_BALANCE: whether a debit may take a balance below zero."""
+        return self._allow_negative
+
     # --- finding things ---
 
     async def find_user(self, query: str) -> User:

@@ -7,7 +7,7 @@ from typing import Any
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.i18n import Translator
+from handlers.i18n import Translator
 from services.admin import Actor, AdminError, AdminService, PendingAction
 from services.money import format_usd
 

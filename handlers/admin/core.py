@@ -5,8 +5,8 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot.admin_access import AdminAccess
-from bot.i18n import Translator
+from handlers.admin_access import AdminAccess
+from handlers.i18n import Translator
 from handlers.admin.confirm import ConfirmCb, on_confirm
 
 

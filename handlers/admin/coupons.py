@@ -8,7 +8,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.i18n import Html, Translator
+from handlers.i18n import Html, Translator
 from handlers.admin.confirm import actor_of
 from handlers.admin.users import reply_lines, short
 from services.admin import AdminService

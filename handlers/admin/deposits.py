@@ -12,7 +12,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.i18n import Html, Translator
+from handlers.i18n import Html, Translator
 from handlers.ui import views
 from handlers.admin.confirm import actor_of, ask, executes
 from handlers.ui.views import format_time

@@ -5,7 +5,7 @@ from aiogram import Bot
 from aiogram.filters import BaseFilter
 from aiogram.types import CallbackQuery, Message
 
-from bot.admin_access import AdminAccess
+from handlers.admin_access import AdminAccess
 
 
 class IsAdmin(BaseFilter):

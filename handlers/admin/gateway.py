@@ -13,9 +13,8 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.admin_access import AdminAccess
-from bot.config import Settings
-from bot.i18n import Html, Translator
+from handlers.admin_access import AdminAccess
+from handlers.i18n import Html, Translator
 from handlers.admin.confirm import actor_of, ask, executes
 from services.admin import Actor, AdminService, PendingAction
 from services.gateways.base import Gateway, GatewayError
@@ -24,7 +23,6 @@ from services.gateways.smartcloudpay import SmartCloudPayGateway
 from services.gateways.smsonline import SMSOnlineGateway
 from services.money import decimal_to_cents, format_usd
 from services.payouts import FAILED, NETWORKS, RETRYABLE, Payout, PayoutError, PayoutProblem, PayoutService
-from services.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +119,11 @@ async def _wallets(t: Translator, gateway: SmartCloudPayGateway) -> str:
 # --- /payout ---
 
 async def payout_command(message: Message, command: CommandObject, t: Translator, admin: AdminService,
-                         admin_access: AdminAccess, gateway: Gateway, db: Database, settings: Settings) -> None:
+                         admin_access: AdminAccess, gateway: Gateway, payouts: PayoutService | None) -> None:
     if message.from_user is None or not admin_access.is_listed(message.from_user.id):
         await message.reply(t("admin.payout.listed-only"))
         return
-    service = _service(gateway, db, settings)
+    service = payouts
     if service is None:
         await message.reply(t("admin.payout.needs-smartcloudpay", gateway=gateway.name))
         return
@@ -152,7 +150,7 @@ async def confirm_payout(pending: PendingAction, actor: Actor, t: Translator, da
     gateway: Gateway = data["gateway"]
     if not data["admin_access"].is_listed(actor.id):
         return t("admin.payout.listed-only")
-    service = _service(gateway, data["db"], data["settings"])
+    service: PayoutService | None = data["payouts"]
     if service is None:
         return t("admin.payout.needs-smartcloudpay", gateway=gateway.name)
     try:
@@ -182,9 +180,8 @@ def _result(t: Translator, payout: Payout) -> str:
 
 # --- /payouts ---
 
-async def payouts_command(message: Message, t: Translator, gateway: Gateway, db: Database,
-                          settings: Settings) -> None:
-    service = _service(gateway, db, settings)
+async def payouts_command(message: Message, t: Translator, gateway: Gateway, payouts: PayoutService | None) -> None:
+    service = payouts
     if service is None:
         await message.reply(t("admin.payout.needs-smartcloudpay", gateway=gateway.name))
         return
@@ -193,8 +190,8 @@ async def payouts_command(message: Message, t: Translator, gateway: Gateway, db:
 
 
 async def refresh_payout(cb: CallbackQuery, callback_data: PayoutCb, t: Translator, admin: AdminService,
-                         gateway: Gateway, db: Database, settings: Settings) -> None:
-    service = _service(gateway, db, settings)
+                         payouts: PayoutService | None) -> None:
+    service = payouts
     try:
         if service is None:
             raise PayoutError(PayoutProblem.NOT_FOUND)
@@ -239,13 +236,6 @@ async def _listing(t: Translator, service: PayoutService) -> tuple[str, InlineKe
 
 
 # --- helpers ---
-
-def _service(gateway: Gateway, db: Database, settings: Settings) -> PayoutService | None:
-    """Payouts exist only on Smart CloudPay; None on any other gateway."""
-    if not isinstance(gateway, SmartCloudPayGateway):
-        return None
-    return PayoutService(db, gateway, settings.payout_max_cents, settings.payout_daily_max_cents)
-
 
 def _usage(t: Translator) -> str:
     return t("admin.payout.usage", networks=", ".join(NETWORKS))

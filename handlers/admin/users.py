@@ -10,8 +10,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.config import Settings
-from bot.i18n import Html, Translator
+from handlers.i18n import Html, Translator
 from handlers.admin.confirm import ask, executes
 from services.admin import Actor, AdminError, AdminService, PendingAction
 from services.money import AmountError, format_usd, parse_usd
@@ -115,18 +114,16 @@ def kind_label(t: Translator, kind: LedgerKind) -> str:
 
 # --- /credit and /debit ---
 
-async def credit(message: Message, command: CommandObject, t: Translator, admin: AdminService,
-                 settings: Settings) -> None:
-    await _ask_adjustment(message, command, t, admin, settings, debit=False)
+async def credit(message: Message, command: CommandObject, t: Translator, admin: AdminService) -> None:
+    await _ask_adjustment(message, command, t, admin, debit=False)
 
 
-async def debit(message: Message, command: CommandObject, t: Translator, admin: AdminService,
-                settings: Settings) -> None:
-    await _ask_adjustment(message, command, t, admin, settings, debit=True)
+async def debit(message: Message, command: CommandObject, t: Translator, admin: AdminService) -> None:
+    await _ask_adjustment(message, command, t, admin, debit=True)
 
 
-async def _ask_adjustment(message: Message, command: CommandObject, t: Translator, admin: AdminService,
-                          settings: Settings, *, debit: bool) -> None:
+async def _ask_adjustment(message: Message, command: CommandObject, t: Translator, admin: AdminService, *,
+                          debit: bool) -> None:
     """Check everything the admin typed, then show what will happen and wait for the second tap."""
     usage_key = "admin.users.debit-usage" if debit else "admin.users.credit-usage"
     parts = (command.args or "").split(maxsplit=2)
@@ -154,7 +151,7 @@ async def _ask_adjustment(message: Message, command: CommandObject, t: Translato
     summary = t(summary_key, amount=format_usd(cents), who=display_name(target), id=target.id,
                 balance=format_usd(target.balance_cents), after=format_usd(after), reason=reason)
     if after < 0:
-        warning_key = "admin.users.goes-negative" if settings.allow_negative_balance else "admin.users.will-refuse"
+        warning_key = "admin.users.goes-negative" if admin.allows_negative_balance else "admin.users.will-refuse"
         summary += "\n" + t(warning_key)
     await ask(message, t, admin, "debit" if debit else "credit",
               {"user_id": target.id, "cents": delta, "reason": reason}, Html(summary))

@@ -9,7 +9,7 @@ import segno
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.i18n import Html, Translator
+from handlers.i18n import Html, Translator
 from handlers.ui.callbacks import (
     AmountCb,
     CoinCb,

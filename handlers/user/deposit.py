@@ -5,7 +5,7 @@ from aiogram import Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
 
-from bot.i18n import Translator
+from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import DepositAction, DepositCb
 from handlers.user.filters import PRIVATE_CALLBACK

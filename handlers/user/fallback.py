@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.types import CallbackQuery, Message
 
-from bot.i18n import Translator
+from handlers.i18n import Translator
 from handlers.ui import views
 
 

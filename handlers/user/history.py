@@ -5,7 +5,7 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot.i18n import Translator
+from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import HistoryCb, MenuAction, MenuCb
 from handlers.ui.replies import replace_or_answer

@@ -5,7 +5,7 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot.i18n import Locales, Translator
+from handlers.i18n import Locales, Translator
 from handlers.ui import views
 from handlers.ui.callbacks import LanguageCb, MenuAction, MenuCb
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK

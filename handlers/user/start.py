@@ -6,7 +6,7 @@ from aiogram.filters import Command, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
-from bot.i18n import Translator
+from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import MenuAction, MenuCb
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK

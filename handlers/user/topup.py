@@ -15,7 +15,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot.i18n import Translator
+from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, LinkCb, MenuAction, MenuCb, NetworkCb
 from handlers.ui.replies import replace_or_answer

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import time
 
-from aiogram import Bot
+from collections.abc import Iterable
 
-from bot.config import Settings
+from aiogram import Bot
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +14,11 @@ ADMIN_LIST_TTL_SECONDS = 60
 
 
 class AdminAccess:
-    def __init__(self, settings: Settings) -> None:
-        self.admin_chat_id = settings.admin_chat_id
-        self._listed = settings.admin_user_ids
-        self._private_allowed = settings.admin_private_commands
+    def __init__(self, admin_chat_id: int | None, listed_user_ids: Iterable[int], *,
+                 private_commands: bool = False) -> None:
+        self.admin_chat_id = admin_chat_id
+        self._listed = frozenset(listed_user_ids)
+        self._private_allowed = private_commands
         self._cache: tuple[float, frozenset[int]] | None = None
 
     def is_listed(self, user_id: int) -> bool:
