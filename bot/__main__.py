@@ -36,6 +36,9 @@ def main() -> int:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:  # found only at start-up, e.g. a server named in the settings is unreachable
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
     except TelegramUnauthorizedError:
         print("Configuration error: Telegram refused BOT_TOKEN; copy the token again from @BotFather "
               "(/mybots, API Token) into .env", file=sys.stderr)

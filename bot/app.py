@@ -7,6 +7,7 @@ import signal
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -20,11 +21,12 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_applicati
 from aiohttp import web
 
 from handlers.admin_access import AdminAccess
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.delivery import DeliveryWorker
 from bot.fsm_storage import SQLiteStorage
 from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
+from bot.redis_state import RedisState, connect_redis, redis_reachable
 from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app
 from handlers import admin as admin_handlers
 from handlers import build_routers
@@ -100,6 +102,7 @@ class Application:
     dispatcher: Dispatcher
     matrix: Matrix
     web_app: web.Application
+    redis: RedisState | None = None
 
     async def refresh_pairs_forever(self) -> None:
         """Keep the offered pairs in step with the gateway (Cryptomus); the last good list stays on failure."""
@@ -122,6 +125,8 @@ class Application:
 
     async def close(self) -> None:
         await self.gateway.close()
+        if self.redis is not None:
+            await self.redis.close()
         await self.db.close()
 
 
@@ -141,8 +146,14 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     reconciler = Reconciler(db, gateway, settler, interval_seconds=settings.reconcile_interval_seconds,
                             admin_chat_id=settings.admin_chat_id)
 
-    # One update at a time per user: a double tap can't race the flow's state checks.
-    dispatcher = Dispatcher(storage=SQLiteStorage(db), events_isolation=SimpleEventIsolation())
+    # One update at a time per user: a double tap can't race the flow's state checks. With REDIS_URL the state
+    # and that lock are shared by every instance; without it they live in this process and its database.
+    redis = connect_redis(settings.redis_url.value, prefix=settings.redis_key_prefix) if settings.redis_url else None
+    if redis is not None:
+        dispatcher = Dispatcher(storage=redis.storage, events_isolation=redis.isolation)
+        dispatcher.update.outer_middleware(redis.finished_updates)  # after the FSM's: inside the per-user lock
+    else:
+        dispatcher = Dispatcher(storage=SQLiteStorage(db), events_isolation=SimpleEventIsolation())
     admin = AdminService(db, settler, allow_negative_balance=settings.allow_negative_balance,
                          confirm_seconds=settings.confirm_seconds)
     payouts = (PayoutService(db, gateway, settings.payout_max_cents, settings.payout_daily_max_cents)
@@ -159,7 +170,7 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
                           trusted_proxies=settings.trusted_proxies, policies=policies or {})
     app = Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher, matrix,
-                      build_web_app(db, gateway, inbox))
+                      build_web_app(db, gateway, inbox, redis=redis), redis)
     await app.refresh_pairs_once()
     if not len(matrix):
         raise RuntimeError("ALLOWED_PAIRS leaves no coin/network pair that the gateway offers")
@@ -213,6 +224,10 @@ async def set_commands(bot: Bot, locales: Locales, admin_chat_id: int | None) ->
 
 async def run(settings: Settings) -> None:
     """Run the bot: the listener always (callbacks, /healthz), and Telegram by long polling or webhook."""
+    if settings.redis_url is not None and not await redis_reachable(settings.redis_url.value):
+        where = urlparse(settings.redis_url.value)
+        raise ConfigError(f"cannot reach Redis at {where.hostname or where.path}:{where.port or 6379} (REDIS_URL); "
+                          "start Redis or fix REDIS_URL, or remove REDIS_URL to run a single instance")
     app = await build_application(settings)
     bot = build_bot(settings)
     delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
@@ -267,8 +282,10 @@ async def attach_telegram_webhook(app: Application, bot: Bot) -> str:
     """Serve Telegram's updates on the listener; returns the secret Telegram must send with each one."""
     configured = app.settings.telegram_webhook_secret
     secret = configured.value if configured else await get_or_create_secret(app.db, "telegram_webhook_secret")
-    SimpleRequestHandler(dispatcher=app.dispatcher, bot=bot, secret_token=secret).register(
-        app.web_app, path=TELEGRAM_WEBHOOK_PATH)
+    # The update is handled before Telegram gets its 200: an instance killed half-way leaves the update
+    # unanswered and Telegram sends it again (to any instance), instead of it being lost in a background task.
+    SimpleRequestHandler(dispatcher=app.dispatcher, bot=bot, secret_token=secret,
+                         handle_in_background=False).register(app.web_app, path=TELEGRAM_WEBHOOK_PATH)
     setup_application(app.web_app, app.dispatcher, bot=bot)
     return secret
 

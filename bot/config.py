@@ -80,6 +80,9 @@ class Settings:
     payout_daily_max_cents: int = 200_000
     max_open_deposits: int = 3
     max_deposits_per_hour: int = 10
+    # Many instances: conversation state and the per-user update lock in Redis (None: in the database, one process).
+    redis_url: Secret | None = None
+    redis_key_prefix: str = "topup"
 
 
 def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
@@ -174,6 +177,12 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     except ValueError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
 
+    redis_url = _redis_url(get("REDIS_URL")) if get("REDIS_URL") else None
+    redis_prefix = get("REDIS_KEY_PREFIX", "topup")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", redis_prefix):
+        raise ConfigError("REDIS_KEY_PREFIX may use only letters, digits, _, . and - (1 to 64 characters), "
+                          "e.g. topup")
+
     log_level = get("LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -227,6 +236,8 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         payout_daily_max_cents=payout_daily_max,
         max_open_deposits=_positive_int(get("MAX_OPEN_DEPOSITS", "3"), "MAX_OPEN_DEPOSITS"),
         max_deposits_per_hour=_positive_int(get("MAX_DEPOSITS_PER_HOUR", "10"), "MAX_DEPOSITS_PER_HOUR"),
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
     )
 
 
@@ -286,3 +297,20 @@ def _http_url(text: str, name: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"{name}={text!r} is not an http(s) URL, e.g. https://example.com")
     return text.rstrip("/")
+
+
+def _redis_url(text: str) -> Secret:
+    """redis://[:password@]host[:port][/db], rediss:// (TLS) or unix:///path?db=N. A Secret: it may hold a password."""
+    parsed = urlparse(text)
+    hint = "e.g. redis://127.0.0.1:6379/0 (the number is the Redis database)"
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, {hint}")
+    if parsed.scheme != "unix":
+        database = parsed.path.strip("/")
+        if not parsed.hostname or (database and not database.isdigit()):
+            raise ConfigError(f"REDIS_URL needs a host and, after it, at most a database number, {hint}")
+        try:
+            parsed.port
+        except ValueError:
+            raise ConfigError(f"REDIS_URL has a port that is not a number, {hint}") from None
+    return Secret(text)

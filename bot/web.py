@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bot.redis_state import RedisState
 from services.gateways.base import Gateway
 from services.store import Database
 from services.store import deposits
@@ -36,7 +37,8 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         return web.json_response({"error": "temporarily unavailable"}, status=503)
 
 
-def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox) -> web.Application:
+def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox, *,
+                  redis: RedisState | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[never_500])
 
     async def callback(request: web.Request) -> web.Response:
@@ -56,11 +58,15 @@ def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox) -> web.A
 
     async def healthz(request: web.Request) -> web.Response:
         database = await db.ping()
+        # Redis down is a failed check, not a detail: this instance can't take Telegram updates without it.
+        shared_state = await redis.ping() if redis is not None else None
+        ok = database and shared_state is not False
         pending = await deposits.count_pending(db.reader) if database else None
         health = gateway.health
         body = {
-            "ok": database,
+            "ok": ok,
             "database": database,
+            "redis": shared_state,
             "gateway": {
                 "name": gateway.name,
                 "last_ok_seconds_ago": None if health.last_ok_at is None else int(time.time() - health.last_ok_at),
@@ -70,7 +76,7 @@ def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox) -> web.A
             },
             "pending_deposits": pending,
         }
-        return web.json_response(body, status=200 if database else 503)
+        return web.json_response(body, status=200 if ok else 503)
 
     for source in CALLBACK_SOURCES:
         app.router.add_post(f"/webhooks/{{source:{source}}}", callback)

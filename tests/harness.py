@@ -16,6 +16,8 @@ from tests.fakes.bot_api import FakeBotAPI, as_update, callback_update, message_
 
 ADMIN_CHAT_ID = -1001234567890
 TOKEN = "123456:TEST-token-for-tests"
+# Telegram numbers a bot's updates once for all its instances; two harnesses on one Redis must not reuse ids.
+_UPDATE_IDS = itertools.count(1)
 
 
 def test_env(api_url: str, db_path: Path, **overrides: str) -> dict[str, str]:
@@ -41,7 +43,6 @@ class Harness:
         self.delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
                                        per_chat_interval_seconds=0, global_rate_per_second=1000,
                                        admin_events=app.settings.admin_events)
-        self._update_ids = itertools.count(1)
 
     @classmethod
     async def start(cls, api: FakeBotAPI, db_path: Path, *, gateway: Gateway | None = None,
@@ -59,7 +60,7 @@ class Harness:
         await self.app.close()
 
     async def feed(self, update: dict[str, Any]) -> None:
-        await self.app.dispatcher.feed_update(self.bot, as_update(update, next(self._update_ids)))
+        await self.app.dispatcher.feed_update(self.bot, as_update(update, next(_UPDATE_IDS)))
 
     async def send(self, user_id: int, text: str, **kwargs: Any) -> None:
         await self.feed(message_update(user_id, text, **kwargs))

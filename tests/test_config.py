@@ -49,6 +49,10 @@ def test_secrets_never_print() -> None:
     ({**BASE, "CRYPTOMUS_WEBHOOK_IPS": "not-an-ip"}, ["CRYPTOMUS_WEBHOOK_IPS"]),
     ({**BASE, "TRUSTED_PROXIES": "10.0.0.0/33"}, ["TRUSTED_PROXIES"]),
     ({**BASE, "TELEGRAM_WEBHOOK": "maybe"}, ["TELEGRAM_WEBHOOK"]),
+    ({**BASE, "REDIS_URL": "127.0.0.1:6379"}, ["REDIS_URL", "redis://"]),
+    ({**BASE, "REDIS_URL": "redis://127.0.0.1:6379/cache"}, ["REDIS_URL", "database number"]),
+    ({**BASE, "REDIS_URL": "redis://127.0.0.1:port/0"}, ["REDIS_URL", "port"]),
+    ({**BASE, "REDIS_KEY_PREFIX": "has space"}, ["REDIS_KEY_PREFIX"]),
     ({**BASE, "TELEGRAM_WEBHOOK": "true"}, ["PUBLIC_URL", "https"]),
     ({**BASE, "TELEGRAM_WEBHOOK": "true", "PUBLIC_URL": "http://bot.example.com"}, ["PUBLIC_URL", "https"]),
     ({**BASE, "TELEGRAM_WEBHOOK_SECRET": "has spaces"}, ["TELEGRAM_WEBHOOK_SECRET"]),
@@ -97,3 +101,10 @@ def test_user_limits() -> None:
     assert (s.max_open_deposits, s.max_deposits_per_hour) == (3, 10)
     with pytest.raises(ConfigError, match="MAX_OPEN_DEPOSITS"):
         load_settings({**BASE, "MAX_OPEN_DEPOSITS": "0"})
+
+
+def test_redis_url_takes_a_database_number_and_never_prints_its_password() -> None:
+    s = load_settings({**BASE, "REDIS_URL": "redis://:hunter2@10.0.0.5:6380/3", "REDIS_KEY_PREFIX": "shop-a"})
+    assert s.redis_url is not None and s.redis_url.value == "redis://:hunter2@10.0.0.5:6380/3"
+    assert "hunter2" not in repr(s) and s.redis_key_prefix == "shop-a"
+    assert load_settings(BASE).redis_url is None  # without it: one process, state in the database, as before
