@@ -14,12 +14,21 @@ from handlers.i18n import shipped_locales
 
 
 def main() -> int:
+    args = sys.argv[1:]
+    if args[:1] in (["--help"], ["-h"], ["help"]):
+        from bot.usage import usage
+
+        print(usage())
+        return 0
     # .env in the directory the bot is started from; a real environment variable wins over it.
     load_dotenv(Path.cwd() / ".env")
-    if sys.argv[1:2] == ["coupons"]:
+    if args[:1] == ["coupons"]:
         from bot.cli import run_coupons
 
-        return run_coupons(sys.argv[2:])
+        return run_coupons(args[1:])
+    if args:
+        print(f"Unknown command {args[0]!r}; `python -m bot --help` lists the commands and settings", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(os.environ, available_locales=shipped_locales())
     except ConfigError as exc:
@@ -36,7 +45,7 @@ def main() -> int:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
         pass
-    except ConfigError as exc:  # found only at start-up, e.g. a server named in the settings is unreachable
+    except ConfigError as exc:  # found only when the bot tried: a server, the database file, the port
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     except TelegramUnauthorizedError:

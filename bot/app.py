@@ -130,10 +130,22 @@ class Application:
         await self.db.close()
 
 
+async def open_database(settings: Settings) -> Database:
+    """The database, created and migrated; a file that can't be opened is a ConfigError naming DATABASE_URL."""
+    db = Database(settings.database_path)
+    try:
+        await db.connect()
+    except Exception as exc:  # noqa: BLE001 - any engine's refusal becomes one line (the URL may hold a password)
+        await db.close()
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfigError(f"DATABASE_URL: cannot open the database {settings.database_path} ({reason}); point it at "
+                          "a file the bot may create and write, e.g. sqlite:///data/bot.sqlite3") from None
+    return db
+
+
 async def build_application(settings: Settings, *, gateway: Gateway | None = None,
                             policies: dict[str, CallbackPolicy] | None = None) -> Application:
-    db = Database(settings.database_path)
-    await db.connect()
+    db = await open_database(settings)
     if gateway is None:
         gateway, policies = await build_gateway(settings, db)
     matrix = Matrix(gateway.pairs, settings.allowed_pairs)
@@ -173,7 +185,9 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
                       build_web_app(db, gateway, inbox, redis=redis), redis)
     await app.refresh_pairs_once()
     if not len(matrix):
-        raise RuntimeError("ALLOWED_PAIRS leaves no coin/network pair that the gateway offers")
+        await app.close()
+        raise ConfigError(f"ALLOWED_PAIRS leaves no coin/network pair that {gateway.name} offers; widen it, "
+                          "or leave it empty to offer everything")
     return app
 
 
@@ -223,13 +237,22 @@ async def set_commands(bot: Bot, locales: Locales, admin_chat_id: int | None) ->
 
 
 async def run(settings: Settings) -> None:
-    """Run the bot: the listener always (callbacks, /healthz), and Telegram by long polling or webhook."""
-    if settings.redis_url is not None and not await redis_reachable(settings.redis_url.value):
-        where = urlparse(settings.redis_url.value)
-        raise ConfigError(f"cannot reach Redis at {where.hostname or where.path}:{where.port or 6379} (REDIS_URL); "
-                          "start Redis or fix REDIS_URL, or remove REDIS_URL to run a single instance")
-    app = await build_application(settings)
+    """Run the bot: the listener always (callbacks, /healthz), and Telegram by long polling or webhook.
+
+    The token is checked first, so a wrong one leaves no database file and no open port behind.
+    """
     bot = build_bot(settings)
+    try:
+        await bot.get_me()
+        if settings.redis_url is not None and not await redis_reachable(settings.redis_url.value):
+            where = urlparse(settings.redis_url.value)
+            raise ConfigError(f"cannot reach Redis at {where.hostname or where.path}:{where.port or 6379} "
+                              "(REDIS_URL); start Redis or fix REDIS_URL, or remove REDIS_URL to run a single "
+                              "instance")
+        app = await build_application(settings)
+    except BaseException:
+        await bot.session.close()
+        raise
     delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
                               admin_events=settings.admin_events)
     app.settler.after_commit = delivery.wake
@@ -266,7 +289,7 @@ async def run(settings: Settings) -> None:
     runner = web.AppRunner(app.web_app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+        await listen(runner, settings)
         log.info("listening on %s:%s", settings.web_host, settings.web_port)
         if webhook_secret is None:
             await app.dispatcher.start_polling(bot, allowed_updates=allowed_updates)
@@ -276,6 +299,15 @@ async def run(settings: Settings) -> None:
         await runner.cleanup()  # in webhook mode this also runs the dispatcher's shutdown
         await bot.session.close()
         await app.close()
+
+
+async def listen(runner: web.AppRunner, settings: Settings) -> None:
+    try:
+        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+    except OSError as exc:
+        raise ConfigError(f"WEB_PORT={settings.web_port}: cannot listen on {settings.web_host}:{settings.web_port} "
+                          f"({exc.strerror or exc}); stop the program using it, or set WEB_PORT (and WEB_HOST) "
+                          "to a free address") from None
 
 
 async def attach_telegram_webhook(app: Application, bot: Bot) -> str:

@@ -176,6 +176,8 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         database_path = path_from_url(get("DATABASE_URL", "sqlite:///data/bot.sqlite3"))
     except ValueError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
+    if database_path.name in ("", ".", ".."):
+        raise ConfigError("DATABASE_URL names no file; write it like sqlite:///data/bot.sqlite3")
 
     redis_url = _redis_url(get("REDIS_URL")) if get("REDIS_URL") else None
     redis_prefix = get("REDIS_KEY_PREFIX", "topup")
@@ -187,12 +189,17 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
 
+    admin_chat_id = _int(get("ADMIN_CHAT_ID"), "ADMIN_CHAT_ID", hint="the numeric id of the admin group, "
+                         "e.g. -1001234567890") if get("ADMIN_CHAT_ID") else None
+    if admin_chat_id is not None and admin_chat_id > 0:
+        raise ConfigError(f"ADMIN_CHAT_ID={admin_chat_id} is a person's id, not a group's (group ids are negative, "
+                          "e.g. -1001234567890); add the bot to your staff group and it replies with the group's id")
+
     return Settings(
         bot_token=Secret(token),
         telegram_api_url=_http_url(get("TELEGRAM_API_URL", "https://api.telegram.org"), "TELEGRAM_API_URL"),
         database_path=database_path,
-        admin_chat_id=_int(get("ADMIN_CHAT_ID"), "ADMIN_CHAT_ID", hint="the numeric id of the admin group, "
-                           "e.g. -1001234567890") if get("ADMIN_CHAT_ID") else None,
+        admin_chat_id=admin_chat_id,
         admin_user_ids=frozenset(_int(part, "ADMIN_USER_IDS", hint="comma-separated numeric Telegram user ids")
                                  for part in get("ADMIN_USER_IDS").replace(" ", "").split(",") if part),
         payment_gateway=gateway,

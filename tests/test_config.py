@@ -33,6 +33,8 @@ def test_secrets_never_print() -> None:
     ({**BASE, "MIN_AMOUNT_USD": "abc"}, ["MIN_AMOUNT_USD"]),
     ({**BASE, "MIN_AMOUNT_USD": "100", "MAX_AMOUNT_USD": "10"}, ["MIN_AMOUNT_USD", "MAX_AMOUNT_USD"]),
     ({**BASE, "ADMIN_CHAT_ID": "admins"}, ["ADMIN_CHAT_ID"]),
+    ({**BASE, "ADMIN_CHAT_ID": "123456789"}, ["ADMIN_CHAT_ID", "negative"]),
+    ({**BASE, "DATABASE_URL": "sqlite:///"}, ["DATABASE_URL"]),
     ({**BASE, "ADMIN_USER_IDS": "1,x"}, ["ADMIN_USER_IDS"]),
     ({**BASE, "WEB_PORT": "99999"}, ["WEB_PORT"]),
     ({**BASE, "RECONCILE_INTERVAL_SECONDS": "0"}, ["RECONCILE_INTERVAL_SECONDS"]),

@@ -53,11 +53,15 @@ class Database:
 
     async def _open(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        # FULL: a committed credit survives power loss too, not only a process crash.
-        await conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            # FULL: a committed credit survives power loss too, not only a process crash.
+            await conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            await conn.close()  # its thread would otherwise keep the process alive (a file that isn't a database)
+            raise
         return conn
 
     async def close(self) -> None:
