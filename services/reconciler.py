@@ -99,7 +99,8 @@ class Reconciler:
         result = await self._settler.settle_payment(update)
         if result.outcome is Outcome.CREDITED:
             report.credited += 1
-        elif result.outcome in (Outcome.UNCHANGED, Outcome.FLAGGED):
+        elif result.outcome in (Outcome.UNCHANGED, Outcome.FLAGGED, Outcome.CLOSED):
+            # A deposit the gateway closed is followed like any unpaid one: late payments still settle.
             keep_until = (deposit.expires_at or now) + LATE_PAYMENT_GRACE_SECONDS
             if now < keep_until:
                 delay = next_check_delay(now - deposit.created_at, self._interval)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR
 from enum import Enum
 
 import aiosqlite
@@ -23,9 +24,81 @@ log = logging.getLogger(__name__)
 # States from which a deposit can still be paid or closed: a confirmed payment is credited even
 # after we expired it or the user cancelled it, because the money did arrive.
 _UNPAID = (DepositStatus.PENDING, DepositStatus.EXPIRED, DepositStatus.CANCELLED)
-# A reported payment this many times the deposit's value is more likely a gateway bug than a
-# generous customer: it is held for a person to check instead of credited.
+# A reported payment more than this many times the deposit's value is more likely a gateway bug than a
+# generous customer: it is held for a person to check instead of credited (exactly the factor is credited).
 MAX_CREDIT_FACTOR = 10
+# How far a gateway's USD figure may exceed what its coins are worth at the deposit's own quote before the two are
+# said to disagree (and the deposit is held): 1 % of that worth, at least one cent. Even within it, the credit never
+# exceeds that worth.
+TOLERANCE_PERCENT = 1
+
+
+@dataclass(frozen=True)
+class CreditVerdict:
+    """What a paying report is worth: `credit_cents` to credit, or a `hold` (key, reason) for a person."""
+
+    credit_cents: int = 0
+    hold: tuple[str, str] | None = None
+
+
+def _held(key: str, reason: str) -> CreditVerdict:
+    return CreditVerdict(hold=(key, reason))
+
+
+def tolerance_cents(worth_cents: int) -> int:
+    return max(1, worth_cents * TOLERANCE_PERCENT // 100)
+
+
+def judge_credit(deposit: Deposit, update: PaymentUpdate) -> CreditVerdict:
+    """Cross-check a paid or underpaid report against the deposit before any money moves (pure; SECURITY.md).
+
+    1. The invoice's own figures, when reported, must be the ones recorded at creation: its USD value, its
+       currency (always USD), the coin amount due and the coin.
+    2. The worth of what arrived is the coin amount received valued at the deposit's own quote
+       (received x expected_credit / pay_amount); when the gateway gives no coin amount, the deposit's expected
+       credit stands in, so an unverifiable overpayment is never credited.
+    3. The claim (the gateway's USD figure, or the expected credit for a plain "paid") may exceed that worth by
+       at most the tolerance, else the figures disagree and the deposit is held; the credit is the lesser of the two.
+    4. An underpayment never credits more than the expected credit: one claiming more is held.
+    5. More than MAX_CREDIT_FACTOR times the expected credit is held, however consistent the figures look.
+    """
+    expected = deposit.expected_credit_cents
+    if update.invoice_currency is not None and update.invoice_currency.upper() != "USD":
+        return _held("invoice-currency", f"the invoice is in {update.invoice_currency[:16]}, the bot asked USD")
+    if update.invoice_usd_cents is not None and update.invoice_usd_cents != expected:
+        return _held("invoice-amount", f"the invoice says {update.invoice_usd_cents} cents, "
+                                       f"the deposit is for {expected}")
+    expected_coin = (deposit.pay_currency or deposit.coin).upper()
+    if update.currency is not None and update.currency.upper() != expected_coin:
+        return _held(f"currency:{update.currency[:16]}", f"paid in {update.currency[:16]}, "
+                                                         f"the deposit is in {expected_coin}")
+    if update.due_amount is not None and deposit.pay_amount is not None and update.due_amount != deposit.pay_amount:
+        return _held("invoice-due", f"the invoice asks {update.due_amount} {expected_coin}, "
+                                    f"the deposit asked {deposit.pay_amount}")
+    if update.received_amount is not None and deposit.pay_amount is not None and deposit.pay_amount > 0:
+        worth = int((update.received_amount * expected / deposit.pay_amount).to_integral_value(ROUND_FLOOR))
+        worth_text = f"{update.received_amount} {expected_coin} received, worth {worth} cents at the deposit's quote"
+    else:
+        worth = expected
+        worth_text = f"no coin amount to value, so at most the expected {expected} cents"
+    if update.state is PaymentState.UNDERPAID:
+        if update.paid_cents is None or update.paid_cents <= 0:
+            return _held("no-amount", "underpaid without a usable amount")
+        if update.paid_cents > expected:
+            return _held("underpaid-over", f"reported underpaid, yet {update.paid_cents} cents of {expected}")
+        claim = update.paid_cents
+    else:
+        claim = update.paid_cents if update.paid_cents is not None else expected
+    if claim <= 0:
+        return _held("no-amount", "paid without a usable amount")
+    if claim > worth + tolerance_cents(worth):
+        return _held("figures-disagree", f"reported {claim} cents; {worth_text}")
+    credit = min(claim, worth)
+    if credit <= 0:
+        return _held("no-amount", f"nothing to credit: {worth_text}")
+    if credit > expected * MAX_CREDIT_FACTOR:
+        return _held("implausible-amount", f"reported paid amount {credit} cents is implausible")
+    return CreditVerdict(credit_cents=credit)
 
 
 class Outcome(str, Enum):
@@ -78,22 +151,19 @@ class Settler:
         return result
 
     async def _credit(self, tx: aiosqlite.Connection, deposit: Deposit, update: PaymentUpdate) -> Settlement:
-        if update.state is PaymentState.UNDERPAID or update.paid_cents is not None:
-            credit = update.paid_cents or 0
+        if deposit.status is DepositStatus.PAID:
+            return Settlement(Outcome.ALREADY_CREDITED, deposit)
+        if update.source == "admin":
+            # Staff confirmed the payment (/confirm, also after a hold): the deposit's expected credit, nothing more.
+            verdict = CreditVerdict(credit_cents=deposit.expected_credit_cents)
         else:
-            credit = deposit.expected_credit_cents
-        if credit <= 0:
-            await self._flag(tx, deposit, "no-amount", reason="paid without a usable amount")
+            verdict = judge_credit(deposit, update)
+        if verdict.hold is not None:
+            key, reason = verdict.hold
+            await deposits.note_hold(tx, deposit.id, f"held: {reason}"[:500])
+            await self._flag(tx, deposit, key, reason=reason)
             return Settlement(Outcome.FLAGGED, deposit)
-        expected_coin = (deposit.pay_currency or deposit.coin).upper()
-        if update.currency is not None and update.currency.upper() != expected_coin:
-            await self._flag(tx, deposit, f"currency:{update.currency}",
-                             reason=f"paid in {update.currency}, the deposit is in {expected_coin}")
-            return Settlement(Outcome.FLAGGED, deposit)
-        if credit > deposit.expected_credit_cents * MAX_CREDIT_FACTOR:
-            await self._flag(tx, deposit, "implausible-amount",
-                             reason=f"reported paid amount {credit} cents is implausible")
-            return Settlement(Outcome.FLAGGED, deposit)
+        credit = verdict.credit_cents
         line = await ledger.append(tx, user_id=deposit.user_id, amount_cents=credit, kind=LedgerKind.DEPOSIT,
                                    idempotency_key=ledger.deposit_key(deposit.id), deposit_id=deposit.id,
                                    note=f"{update.gateway} {update.order_id} via {update.source}")
@@ -132,7 +202,7 @@ class Settler:
         if coupon is None or credit < coupon.min_amount_cents:
             await coupons.release(tx, deposit.id)
             return 0, coupon is not None
-        bonus = coupon.bonus_for(credit)
+        bonus = coupon.bonus_for(min(credit, deposit.expected_credit_cents))  # never a bonus on an overpayment
         if bonus > 0:
             await ledger.append(tx, user_id=deposit.user_id, amount_cents=bonus, kind=LedgerKind.BONUS,
                                 idempotency_key=ledger.bonus_key(deposit.id), deposit_id=deposit.id,
@@ -145,7 +215,8 @@ class Settler:
         if not await deposits.set_status(tx, deposit.id, status, only_from=_UNPAID,
                                          failure_reason=f"gateway:{update.raw_status or update.state.value}"):
             return Settlement(Outcome.UNCHANGED, deposit)
-        await deposits.schedule_check(tx, deposit.id, next_check_at=None, failed=False)
+        # Polling goes on (the reconciler's schedule, up to an hour past expiry): a payment the gateway still
+        # reports after saying `cancel` is credited like any late payment.
         await coupons.release(tx, deposit.id)
         await self._enqueue_card(tx, deposit, status)
         return Settlement(Outcome.CLOSED, await deposits.get(tx, deposit.id))

@@ -13,6 +13,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import aiohttp
 import pytest
@@ -24,8 +25,10 @@ from services.gateways.cryptomus import CryptomusGateway
 from services.matrix import Matrix
 from services.money import AmountLimits
 from services.reconciler import Reconciler
-from services.settlement import Settler
-from services.store import Database, Deposit, DepositStatus, now_ts
+from services.gateways.base import PaymentState, PaymentUpdate
+from services.settlement import Outcome, Settler
+from services.store import CouponKind, Database, Deposit, DepositStatus, now_ts
+from services.store import coupons as coupon_repo
 from services.store import deposits, users
 from services.store.db import fetch_all
 from services.topup import TopupService
@@ -580,3 +583,91 @@ async def test_an_overpayment_is_credited_the_same_whichever_path_reports_it(mak
     assert await lst.send(by_poll.order_id) == 200
     credited = [(await deposit(db, d.id)).credited_cents for d in (by_webhook, by_poll)]
     assert credited[0] == credited[1]
+
+
+# --- a gateway's figures cross-checked against the deposit before any credit (issue 8, item 1) -----------------------
+
+def _coins(d: Deposit, factor: str) -> str:
+    assert d.pay_amount is not None
+    return str(d.pay_amount * Decimal(factor))
+
+
+@pytest.mark.parametrize("case", ["invoice-amount", "payer-amount", "usd-beyond-coins", "underpaid-over"])
+async def test_signed_figures_that_contradict_the_deposit_are_held_until_staff_confirm(listener, fake, db, case):
+    """The security review's four $10 deposits, credited $100, $100, $99 and $15 before: now held, nothing credited,
+    the operator asked to look before any money moves; staff /confirm then credits the deposit's own $10."""
+    d = await create(listener, 1000)
+    status, extra = {
+        "invoice-amount": ("paid", {"amount": "100.00"}),
+        "payer-amount": ("paid", {"payer_amount": "1.00", "payment_amount": _coins(d, "1")}),
+        "usd-beyond-coins": ("paid_over", {"payment_amount": _coins(d, "1.1"), "payment_amount_usd": "99.00"}),
+        "underpaid-over": ("wrong_amount", {"payment_amount": _coins(d, "1.5"), "payment_amount_usd": "15.00"}),
+    }[case]
+    fake.set_status(d.order_id, status)
+    assert await listener.send(d.order_id, extra=extra) == 200
+
+    assert await balance(db) == 0 and await ledger_rows(db) == []
+    assert await notifications(db, "admin_deposit_paid") == []
+    [review] = await notifications(db, "admin_deposit_review")
+    assert review["deposit_id"] == d.id and review["payload"]["reason"]
+    held = await deposit(db, d.id)
+    assert held.status is DepositStatus.PENDING and held.failure_reason.startswith("held: ")
+
+    # The same report again (Cryptomus retries) asks once and still credits nothing.
+    assert await listener.send(d.order_id, extra=extra) == 200
+    assert await balance(db) == 0 and len(await notifications(db, "admin_deposit_review")) == 1
+
+    confirmed = await listener.settler.settle_payment(PaymentUpdate(
+        gateway="cryptomus", order_id=d.order_id, state=PaymentState.PAID, source="admin", note="confirmed by staff"))
+    assert confirmed.outcome is Outcome.CREDITED
+    assert await ledger_rows(db) == [("deposit", 1000, d.id)]
+
+
+async def test_an_overpayment_is_credited_up_to_exactly_max_credit_factor_and_held_above(listener, fake, db):
+    """MAX_CREDIT_FACTOR (10) times the deposit is credited; one cent more, with the coins to back it, is held."""
+    at_limit, above = await create(listener, 1000), await create(listener, 1000)
+    fake.set_status(at_limit.order_id, "paid_over")
+    assert await listener.send(at_limit.order_id, extra={"payment_amount": _coins(at_limit, "10"),
+                                                         "payment_amount_usd": "100.00"}) == 200
+    fake.set_status(above.order_id, "paid_over")
+    assert await listener.send(above.order_id, extra={"payment_amount": _coins(above, "10.1"),
+                                                      "payment_amount_usd": "100.01"}) == 200
+
+    assert await ledger_rows(db) == [("deposit", 10_000, at_limit.id)]
+    [review] = await notifications(db, "admin_deposit_review")
+    assert review["deposit_id"] == above.id and "implausible" in review["payload"]["reason"]
+    assert (await deposit(db, above.id)).status is DepositStatus.PENDING
+
+
+async def test_usd_credited_never_exceeds_the_coins_received_at_the_deposits_quote(listener, fake, db):
+    """Within the 1 % tolerance the report is believed, but the credit is what the coins are worth, no more."""
+    d = await create(listener, 1000)
+    fake.set_status(d.order_id, "paid_over")
+    assert await listener.send(d.order_id, extra={"payment_amount": _coins(d, "1.1"),
+                                                  "payment_amount_usd": "11.11"}) == 200
+    assert await ledger_rows(db) == [("deposit", 1100, d.id)]
+
+
+async def test_a_percent_coupon_pays_its_bonus_on_at_most_the_expected_amount(listener, fake, db):
+    async with db.transaction() as tx:
+        await coupon_repo.create(tx, code="TEN", kind=CouponKind.PERCENT, value=10)
+    d = await listener.topup.create_deposit(user_id=ALICE, chat_id=ALICE, coin="USDT", network="TRON",
+                                            amount_cents=1000, coupon_code="TEN")
+    fake.set_status(d.order_id, "paid_over")
+    assert await listener.send(d.order_id, extra={"payment_amount": _coins(d, "2"),
+                                                  "payment_amount_usd": "20.00"}) == 200
+    assert await ledger_rows(db) == [("deposit", 2000, d.id), ("bonus", 100, d.id)]
+
+
+async def test_no_coupon_bonus_when_what_arrived_is_below_the_coupons_minimum(listener, fake, db):
+    async with db.transaction() as tx:
+        coupon_id = await coupon_repo.create(tx, code="MIN10", kind=CouponKind.FIXED, value=300,
+                                             min_amount_cents=1000)
+    d = await listener.topup.create_deposit(user_id=ALICE, chat_id=ALICE, coin="USDT", network="TRON",
+                                            amount_cents=1000, coupon_code="MIN10")
+    fake.set_status(d.order_id, "wrong_amount")
+    assert await listener.send(d.order_id, extra={"payment_amount": _coins(d, "0.5"),
+                                                  "payment_amount_usd": "5.00"}) == 200
+    assert await ledger_rows(db) == [("deposit", 500, d.id)]
+    coupon = await coupon_repo.get(db.reader, coupon_id)
+    assert coupon is not None and coupon.used_count == 0  # given back: the user may use it on a real $10 top-up

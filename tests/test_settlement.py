@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -94,7 +97,8 @@ async def test_unknown_order_credits_nothing(s: Services) -> None:
 async def test_paid_amount_from_the_gateway_is_what_gets_credited(s: Services) -> None:
     deposit = await s.topup.create_deposit(user_id=1, chat_id=1, coin="USDT", network="TRON", amount_cents=2500,
                                            coupon_code=None)
-    await s.settler.settle_payment(s.paid(deposit.order_id, paid_cents=2600))
+    update = replace(s.paid(deposit.order_id, paid_cents=2600), received_amount=Decimal("26"))
+    await s.settler.settle_payment(update)
     assert await s.balance(1) == 2600
     review = await fetch_value(s.db.reader, "SELECT payload FROM notifications WHERE kind = 'admin_deposit_paid'")
     assert '"review": true' in review  # over or under payment is flagged for the operator
@@ -253,3 +257,48 @@ async def test_a_payment_in_another_coin_is_flagged_not_credited(s: Services) ->
     assert "paid in TRX" in reason
     right = PaymentUpdate(gateway="sandbox", order_id=deposit.order_id, state=PaymentState.PAID, currency="usdt")
     assert (await s.settler.settle_payment(right)).outcome is Outcome.CREDITED
+
+
+async def test_an_overpayment_nothing_proves_is_held_not_credited(s: Services) -> None:
+    deposit = await s.topup.create_deposit(user_id=1, chat_id=1, coin="USDT", network="TRON", amount_cents=2500,
+                                           coupon_code=None)
+    result = await s.settler.settle_payment(s.paid(deposit.order_id, paid_cents=2600))
+    assert result.outcome is Outcome.FLAGGED and await s.balance(1) == 0
+
+
+async def test_a_coupon_hold_released_twice_gives_back_one_use(s: Services) -> None:
+    """Expired (released), then cancelled at the gateway (released again): one use comes back, not two, so
+    `max_uses` still holds for the others."""
+    coupon_id = await _coupon(s, "TWO", kind=CouponKind.FIXED, value=100, max_uses=2)
+    await s.user(3)
+    first = await s.topup.create_deposit(user_id=1, chat_id=1, coin="BTC", network="BTC", amount_cents=1000,
+                                         coupon_code="TWO")
+    await s.topup.create_deposit(user_id=2, chat_id=2, coin="BTC", network="BTC", amount_cents=1000,
+                                 coupon_code="TWO")
+    assert await s.settler.expire(first.id)
+    closed = await s.settler.settle_payment(s.paid(first.order_id, state=PaymentState.CANCELLED))
+    assert closed.outcome is Outcome.CLOSED
+    async with s.db.transaction() as tx:
+        assert await coupons.release(tx, first.id) is False
+    assert await fetch_value(s.db.reader, "SELECT used_count FROM coupons WHERE id = ?", (coupon_id,)) == 1
+    await s.topup.create_deposit(user_id=3, chat_id=3, coin="BTC", network="BTC", amount_cents=1000,
+                                 coupon_code="TWO")
+    await s.user(4)
+    with pytest.raises(CouponError) as info:
+        await s.topup.create_deposit(user_id=4, chat_id=4, coin="BTC", network="BTC", amount_cents=1000,
+                                     coupon_code="TWO")
+    assert info.value.problem is CouponProblem.USED_UP
+
+
+async def test_once_per_user_is_a_database_constraint(s: Services) -> None:
+    """Not only the code: a second hold of one coupon by one user is refused by the schema itself."""
+    coupon_id = await _coupon(s, "ONCEPER", kind=CouponKind.FIXED, value=100)
+    first = await s.topup.create_deposit(user_id=1, chat_id=1, coin="BTC", network="BTC", amount_cents=1000,
+                                         coupon_code="ONCEPER")
+    second = await s.topup.create_deposit(user_id=1, chat_id=1, coin="BTC", network="BTC", amount_cents=1000,
+                                          coupon_code=None)
+    with pytest.raises(sqlite3.IntegrityError):
+        async with s.db.transaction() as tx:
+            await tx.execute("INSERT INTO coupon_holds (coupon_id, user_id, deposit_id, state, created_at) "
+                             "VALUES (?, 1, ?, 'held', 0)", (coupon_id, second.id))
+    assert first.coupon_id == coupon_id

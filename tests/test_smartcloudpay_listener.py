@@ -348,3 +348,20 @@ async def test_the_token_is_not_kept_in_the_callbacks_table(stack: Stack):
     rows = await fetch_all(stack.db.reader, "SELECT * FROM callbacks")
     assert rows and all(TOKEN not in json.dumps({k: str(r[k]) for k in r.keys()}) for r in rows)
 
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("amount", "250.00"),     # the invoice now asks another coin amount than the one the user was shown
+    ("totalusd", "250.00"),   # its USD value is not the deposit's
+    ("currency", "BNB"),      # another coin
+])
+async def test_an_invoice_whose_figures_changed_is_held_not_credited(stack: Stack, field: str, value: str):
+    dep = await stack.deposit()
+    stack.fake.set_status(dep.order_id, "paid")
+    stack.fake.invoice(dep.order_id)[field] = value
+    stack.fake.invoice(dep.order_id)["received_amount"] = stack.fake.invoice(dep.order_id)["amount"]
+    status, _ = await stack.fake.send_webhook(stack.callback_url, dep.order_id)
+    assert status == 200
+    assert await balance(stack.db) == 0 and await ledger(stack.db) == []
+    [review] = await notifications(stack.db, "admin_deposit_review")
+    assert review["deposit_id"] == dep.id

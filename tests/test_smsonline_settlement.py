@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from services.gateways.base import PaymentState, PaymentUpdate
 from services.gateways.smsonline import SMSOnlineGateway
 from services.matrix import Matrix
 from services.money import AmountLimits
-from services.reconciler import LATE_PAYMENT_GRACE_SECONDS, Reconciler
+from services.reconciler import LATE_PAYMENT_GRACE_SECONDS, Reconciler, next_check_delay
 from services.settlement import Outcome, Settler
 from services.store import CouponKind, Database, Deposit, DepositStatus, now_ts
 from services.store import coupons as coupon_repo
@@ -350,8 +351,67 @@ async def test_cancelled_at_the_gateway_closes_the_deposit_uncredited(svc, fake,
     await svc.reconciler.run_once(now=due(d))
     closed = await deposit(db, d.id)
     assert closed.status is DepositStatus.CANCELLED
-    assert closed.next_check_at is None
     assert await balance(db) == 0
+
+
+async def test_a_payment_after_the_gateway_said_cancel_is_still_found_and_credited(svc, fake, db):
+    """SMSOnline is polling-only: a deposit it reported `cancel` is polled, with the usual back-off, until an hour
+    past expiry (the README's promise), so a later `paid` is credited; then polling stops."""
+    late, never = await create(svc), await create(svc)
+    for d in (late, never):
+        fake.set_status(d.order_id, "cancel")
+    now = due(late)
+    await svc.reconciler.run_once(now=now)
+    for d in (late, never):
+        closed = await deposit(db, d.id)
+        assert closed.status is DepositStatus.CANCELLED
+        assert closed.next_check_at == now + next_check_delay(now - d.created_at, 1)  # the same back-off as any
+    fake.set_status(late.order_id, "paid")
+    report = await svc.reconciler.run_once(now=late.expires_at + LATE_PAYMENT_GRACE_SECONDS - 60)
+    assert report.credited == 1
+    assert await ledger_rows(db, late.id) == [("deposit", 515)]
+    assert (await deposit(db, late.id)).status is DepositStatus.PAID
+    assert (await deposit(db, never.id)).next_check_at is not None
+    await svc.reconciler.run_once(now=never.expires_at + LATE_PAYMENT_GRACE_SECONDS + 1)
+    assert (await deposit(db, never.id)).next_check_at is None
+
+
+async def test_an_underpayment_never_credits_more_than_the_deposit(svc, fake, db):
+    """A $5.15 deposit reported underpaid with payment_amount_usd 7.00 credited $7 before: the figures contradict
+    each other, so it is held for a person and nothing is credited."""
+    d = await create(svc)
+    fake.set_status(d.order_id, "wrong_amount", payment_amount_usd="7.00")
+    await svc.reconciler.run_once(now=due(d))
+    assert await balance(db) == 0 and await ledger_rows(db, d.id) == []
+    [review] = await notifications(db, "admin_deposit_review")
+    assert review["deposit_id"] == d.id and "underpaid" in review["payload"]["reason"]
+
+
+async def test_an_underpayment_within_the_deposit_credits_what_arrived(svc, fake, db):
+    d = await create(svc)
+    fake.set_status(d.order_id, "wrong_amount", payment_amount_usd="3.00")
+    await svc.reconciler.run_once(now=due(d))
+    assert await ledger_rows(db, d.id) == [("deposit", 300)]
+
+
+@pytest.mark.parametrize(("extra", "credited"), [
+    ({"amountInUSD": "51.50"}, None),             # the invoice's USD value is not the deposit's
+    ({"amountInCrypto": "0.01"}, None),           # nor the coin amount it asks
+    ({"currency": "BTC"}, None),                  # nor the coin
+    ({"payment_amount_usd": "9.00"}, None),       # more than asked, with no coin amount to prove it
+    ({"payment_amount_usd": "5.20"}, 515),        # within 1 %: believed, credited at most the deposit's worth
+    ({"payment_amount": "6.18", "payment_amount_usd": "6.18"}, 618),  # 1.2x the coins: worth 1.2x the quote
+])
+async def test_paid_figures_are_checked_against_the_deposit(svc, fake, db, extra, credited):
+    d = await create(svc)
+    assert d.pay_amount == Decimal("5.15")
+    fake.set_status(d.order_id, "paid", **extra)
+    await svc.reconciler.run_once(now=due(d))
+    if credited is None:
+        assert await ledger_rows(db, d.id) == []
+        assert len(await notifications(db, "admin_deposit_review")) == 1
+    else:
+        assert await ledger_rows(db, d.id) == [("deposit", credited)]
 
 
 async def test_held_payment_is_flagged_to_the_operator_once_and_credited_when_released(svc, fake, db):
@@ -490,3 +550,31 @@ async def test_credentials_rotated_while_deposits_are_pending_alert_the_operator
     finally:
         await good.close()
         await broken.close()
+
+
+@pytest.mark.parametrize(("history_amount", "credited"), [
+    (500, 500),      # what the history says arrived, in cents [inferred]
+    (300, 300),      # less arrived: credited what arrived
+    (50_000, None),  # more than the page asked (or another unit): held, never credited
+    (None, None),    # no amount in the history: held
+])
+async def test_a_page_payment_is_credited_what_the_history_says_arrived(db, fake, history_amount, credited):
+    await add_user(db)
+    gateway = SMSOnlineGateway(fake.base_url, SMS_USER, KEY, timeout_seconds=2, link_methods=frozenset({"page"}))
+    settler = Settler(db, admin_chat_id=ADMIN)
+    topup = TopupService(db, gateway, Matrix(gateway.pairs), settler, AmountLimits(100, 1_000_000),
+                         admin_chat_id=ADMIN)
+    try:
+        d = await topup.create_deposit(user_id=ALICE, chat_id=ALICE, coin="USD", network="PAGE", amount_cents=500,
+                                       coupon_code=None)
+        fake.set_invoice_status(fake.invoices[-1]["url"], "paid", amount=history_amount)
+        if history_amount is None:
+            fake.invoices[-1]["history_amount"] = None
+        await Reconciler(db, gateway, settler, interval_seconds=1).run_once(now=due(d))
+        if credited is None:
+            assert await ledger_rows(db, d.id) == []
+            assert len(await notifications(db, "admin_deposit_review")) == 1
+        else:
+            assert await ledger_rows(db, d.id) == [("deposit", credited)]
+    finally:
+        await gateway.close()

@@ -251,10 +251,20 @@ class CryptomusGateway:
                 self._logged_unknown.add(str(status))
                 log.warning("cryptomus: unrecognised status %r (is_final %r), treated as pending: %s", raw,
                             data.get("is_final"), json.dumps(data)[:2000])
+        invoice_amount = parse_decimal(data.get("amount"))
+        invoice_currency = data.get("currency")
+        if state in (PaymentState.PAID, PaymentState.UNDERPAID) and (
+                invoice_amount is None or not isinstance(invoice_currency, str) or not invoice_currency):
+            # Nothing to cross-check the payment against (settlement.judge_credit): a person looks first.
+            state, unreadable = PaymentState.HELD, unreadable or "paid, but the invoice's amount or currency is missing"
         payer_currency = data.get("payer_currency")
         return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
                              raw_status=status, source=source, raw=data, note=unreadable,
-                             currency=payer_currency if isinstance(payer_currency, str) and payer_currency else None)
+                             currency=payer_currency if isinstance(payer_currency, str) and payer_currency else None,
+                             invoice_usd_cents=None if invoice_amount is None else decimal_to_cents(invoice_amount),
+                             invoice_currency=invoice_currency if isinstance(invoice_currency, str) else None,
+                             due_amount=parse_decimal(data.get("payer_amount")),
+                             received_amount=parse_decimal(data.get("payment_amount")))
 
     async def _refresh_pairs(self) -> frozenset[Pair]:
         """Ask which pairs are available now and their limits (reference 2.5); keeps the old list on failure."""

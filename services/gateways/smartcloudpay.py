@@ -27,7 +27,7 @@ from services.gateways.base import (
 )
 from services.gateways.http import GatewayHttp
 from services.matrix import GATEWAY_NETWORK_CODES, Pair, gateway_network
-from services.money import cents_to_decimal, parse_decimal
+from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,15 @@ class SmartCloudPayGateway:
                 self._logged_unknown.add(str(status))
                 log.warning("smartcloudpay: unrecognised invoice status %r, treated as pending: %s", raw,
                             json.dumps(invoice)[:2000])
+        totalusd = _first(invoice, "totalusd")
+        if isinstance(totalusd, float):
+            totalusd = repr(totalusd)  # a JSON number: its shortest digits, never float arithmetic
+        invoice_usd = parse_decimal(totalusd)
         return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, txid=txid, raw_status=status,
-                             source="poll", currency=_first_str(invoice, "currency"), note=note, raw=invoice)
+                             source="poll", currency=_first_str(invoice, "currency"), note=note, raw=invoice,
+                             invoice_usd_cents=None if invoice_usd is None else decimal_to_cents(invoice_usd),
+                             due_amount=_decimal(_first(invoice, "amount", "crypto_amount")),
+                             received_amount=_decimal(_first(invoice, "received_amount")))
 
     @staticmethod
     def _paid_state(order_id: str, invoice: dict[str, Any]) -> tuple[PaymentState, str | None]:
@@ -259,6 +266,10 @@ class SmartCloudPayGateway:
         if amount is None:
             raise GatewayUnavailable(f"Smart CloudPay {what}: no amount in {json.dumps(data)[:200]}")
         return amount
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return parse_decimal(repr(value) if isinstance(value, float) else value)
 
 
 def _first(data: dict[str, Any], *keys: str) -> Any:

@@ -160,7 +160,15 @@ class SMSOnlineGateway:
         raw = entry.get("status")
         status_text = raw.strip().lower() if isinstance(raw, str) else None
         state = PaymentState.PAID if status_text in _PAID else _closing_state(status_text) or PaymentState.PENDING
-        return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, raw_status=status_text, raw=entry)
+        # Credited what the history says arrived (USD cents [inferred, reference 1.5]); settlement never credits more
+        # than the deposit's own amount for it. Without a readable amount a person decides.
+        amount = entry.get("amount")
+        paid_cents = amount if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 else None
+        note = None
+        if state is PaymentState.PAID and paid_cents is None:
+            state, note = PaymentState.HELD, f"page paid, but the history shows no usable amount ({str(amount)[:40]!r})"
+        return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, raw_status=status_text, raw=entry,
+                             paid_cents=paid_cents, note=note)
 
     async def _create(self, request: DepositRequest) -> CreatedDeposit:
         url = self._customer_url("cryptomus", "direct", request.coin.upper(), request.network.upper(),
@@ -261,9 +269,14 @@ class SMSOnlineGateway:
                 log.warning("smsonline: unrecognised transaction status %r, treated as pending; body: %s",
                             raw_status, json.dumps(result)[:2000])
         currency = result.get("currency")
+        # The answer repeats the deposit's own figures [reference 1.5]: settlement checks them against the deposit.
+        invoice_usd = parse_decimal(result.get("amountInUSD"))
         return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
                              raw_status=status, source="poll", raw=result, note=unreadable,
-                             currency=currency if isinstance(currency, str) and currency else None)
+                             currency=currency if isinstance(currency, str) and currency else None,
+                             invoice_usd_cents=None if invoice_usd is None else decimal_to_cents(invoice_usd),
+                             due_amount=parse_decimal(result.get("amountInCrypto")),
+                             received_amount=parse_decimal(result.get("payment_amount")))
 
 
 def _describe(body: Any) -> str:

@@ -74,12 +74,12 @@ async def redeem(conn: aiosqlite.Connection, deposit_id: int, bonus_cents: int) 
 
 
 async def release(conn: aiosqlite.Connection, deposit_id: int) -> bool:
-    """Give back a held (never a redeemed) coupon when its deposit ends unpaid."""
-    row = await fetch_one(conn, "SELECT coupon_id FROM coupon_holds WHERE deposit_id = ? AND state = 'held'",
+    """Give back a held (never a redeemed) coupon when its deposit ends unpaid. The use is counted back only when
+    this call removed the hold (DELETE ... RETURNING), so releasing twice (expired, then cancelled) gives back one."""
+    row = await fetch_one(conn, "DELETE FROM coupon_holds WHERE deposit_id = ? AND state = 'held' RETURNING coupon_id",
                           (deposit_id,))
     if row is None:
         return False
-    await execute(conn, "DELETE FROM coupon_holds WHERE deposit_id = ? AND state = 'held'", (deposit_id,))
     await execute(conn, "UPDATE coupons SET used_count = used_count - 1 WHERE id = ? AND used_count > 0",
                   (row["coupon_id"],))
     return True

@@ -158,3 +158,9 @@ async def count_started_since(conn: aiosqlite.Connection, user_id: int, since: i
     """Every attempt counts, failed ones too: each one cost a call to the gateway."""
     return int(await fetch_value(
         conn, "SELECT COUNT(*) FROM deposits WHERE user_id = ? AND created_at >= ?", (user_id, since)))
+
+
+async def note_hold(conn: aiosqlite.Connection, deposit_id: int, reason: str) -> None:
+    """Why a payment report on this deposit is held for a person (shown by /deposit); the status is left as it is."""
+    await execute(conn, "UPDATE deposits SET failure_reason = ?, updated_at = ? WHERE id = ? AND status <> 'paid'",
+                  (reason, now_ts(), deposit_id))

@@ -174,10 +174,14 @@ class FakeSMSOnline(FakeServer):
 
     # ------------------------------------------------------------------ test controls
 
-    def set_status(self, order_id: str, status: str) -> None:
-        """Set the payment status of a deposit (any string; Cryptomus values such as "paid", "cancel")."""
+    def set_status(self, order_id: str, status: str, **extra: Any) -> None:
+        """Set the payment status of a deposit (any string; Cryptomus values such as "paid", "cancel").
+
+        `extra` keys are added to (or replace) what Get transaction status answers, e.g. payment_amount_usd="7.00".
+        """
         deposit = self.deposits[order_id]  # KeyError for an unknown order: a test bug
         deposit["status"] = status
+        deposit.setdefault("extra", {}).update(extra)
         if status in PAID_STATUSES and self.credit_balance_on_paid and order_id not in self._credited:
             self._credited.add(order_id)
             cents = int(Decimal(deposit["amountInUSD"]) * 100)
@@ -310,6 +314,7 @@ class FakeSMSOnline(FakeServer):
             out["is_final"] = status in FINAL_STATUSES  # ASSUMPTION: Cryptomus-style finality flag
         if status in PAID_STATUSES:
             out["payment_amount_usd"] = deposit["amountInUSD"]  # ASSUMPTION: Cryptomus-style extra field
+        out.update(deposit.get("extra", {}))
         return web.json_response({"ok": True, "body": out})
 
     async def _cryptomus_invoice(self, request: web.Request) -> web.Response:
