@@ -26,6 +26,10 @@ def main() -> int:
         from bot.cli import run_coupons
 
         return run_coupons(args[1:])
+    if args[:1] == ["backup"]:
+        from bot.backup import run_backup
+
+        return run_backup(args[1:])
     if args:
         print(f"Unknown command {args[0]!r}; `python -m bot --help` lists the commands and settings", file=sys.stderr)
         return 2

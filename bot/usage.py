@@ -10,6 +10,7 @@ Commands:
   python -m bot              run the bot: long polling, or Telegram's webhook with TELEGRAM_WEBHOOK=true
   python -m bot coupons ...  add, list, disable or enable the bot's coupons, without Telegram
                              (python -m bot coupons alone prints examples)
+  python -m bot backup [FILE]  a consistent copy of the SQLite database, taken while the bot runs
   python -m bot --help       this text"""
 
 SETTINGS_INTRO = """\
