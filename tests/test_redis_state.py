@@ -160,11 +160,11 @@ async def test_healthz_reports_redis_when_it_is_up(api: FakeBotAPI, tmp_path: Pa
         await h.close()
 
 
-def test_a_bot_whose_redis_is_unreachable_stops_with_one_line(tmp_path: Path) -> None:
+async def test_a_bot_whose_redis_is_unreachable_stops_with_one_line(api: FakeBotAPI, tmp_path: Path) -> None:
     """No quiet fall-back to memory: an instance that can't share state refuses to start."""
-    env = bot_env(tmp_path, TELEGRAM_API_URL="http://127.0.0.1:9", PAYMENT_GATEWAY="sandbox",
+    env = bot_env(tmp_path, TELEGRAM_API_URL=api.base_url, PAYMENT_GATEWAY="sandbox",
                   REDIS_URL=f"redis://:pw-secret@127.0.0.1:{closed_port()}/3")
-    result = run_bot_expecting_exit(env)
+    result = await asyncio.to_thread(run_bot_expecting_exit, env)
     print(result.stdout, result.stderr)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
