@@ -149,7 +149,7 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     if gateway is None:
         gateway, policies = await build_gateway(settings, db)
     matrix = Matrix(gateway.pairs, settings.allowed_pairs)
-    locales = Locales(settings.default_locale)
+    locales = Locales(settings.default_locale, admin=settings.admin_locale)
     settler = Settler(db, admin_chat_id=settings.admin_chat_id)
     topup = TopupService(db, gateway, matrix, settler, settings.amount_limits, admin_chat_id=settings.admin_chat_id,
                          quick_amounts_cents=settings.quick_amounts_cents,
@@ -174,7 +174,7 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
                                     settler=settler, admin=admin, admin_access=AdminAccess(
         settings.admin_chat_id, settings.admin_user_ids, private_commands=settings.admin_private_commands),
                                     payouts=payouts)
-    context = UserContextMiddleware(db, locales)
+    context = UserContextMiddleware(db, locales, admin_chat_id=settings.admin_chat_id)
     dispatcher.message.outer_middleware(context)
     dispatcher.callback_query.outer_middleware(context)
     dispatcher.include_routers(admin_handlers.build_router(), *build_routers())
@@ -230,7 +230,7 @@ async def set_commands(bot: Bot, locales: Locales, admin_chat_id: int | None) ->
         language = None if code == locales.default else code
         await bot.set_my_commands(commands, scope=BotCommandScopeAllPrivateChats(), language_code=language)
     if admin_chat_id is not None:
-        t = locales.get(locales.default)
+        t = locales.for_admin()
         await bot.set_my_commands([BotCommand(command=name, description=t(f"admin.command.{name}"))
                                    for name in admin_handlers.ADMIN_COMMANDS],
                                   scope=BotCommandScopeChat(chat_id=admin_chat_id))

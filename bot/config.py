@@ -69,6 +69,7 @@ class Settings:
     amount_limits: AmountLimits = AmountLimits(100, 1_000_000)
     quick_amounts_cents: tuple[int, ...] = (500, 1000, 2500, 5000, 10000)
     default_locale: str = "en"
+    admin_locale: str = "en"
     allowed_pairs: frozenset[Pair] | None = None
     log_level: str = "INFO"
     admin_private_commands: bool = False
@@ -166,6 +167,9 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     locale = get("DEFAULT_LOCALE", "en").lower()
     if locale not in available_locales:
         raise ConfigError(f"DEFAULT_LOCALE={locale!r} is not shipped; use one of: {', '.join(available_locales)}")
+    admin_locale = get("ADMIN_LOCALE", locale).lower() or locale
+    if admin_locale not in available_locales:
+        raise ConfigError(f"ADMIN_LOCALE={admin_locale!r} is not shipped; use one of: {', '.join(available_locales)}")
 
     try:
         allowed = parse_pair_filter(get("ALLOWED_PAIRS"))
@@ -232,6 +236,7 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         amount_limits=limits,
         quick_amounts_cents=tuple(c for c in quick if min_cents <= c <= max_cents),
         default_locale=locale,
+        admin_locale=admin_locale,
         allowed_pairs=allowed,
         log_level=log_level,
         admin_private_commands=_bool(get("ADMIN_PRIVATE_COMMANDS", "false"), "ADMIN_PRIVATE_COMMANDS"),

@@ -167,7 +167,7 @@ class DeliveryWorker:
 
     async def _translator(self, n: Notification) -> Translator:
         if n.kind.startswith("admin_") or n.user_id is None:
-            return self._locales.get(self._locales.default)
+            return self._locales.for_admin()
         user = await users.get(self._db.reader, n.user_id)
         return self._locales.get(self._locales.pick(user.locale, user.telegram_lang) if user else None)
 
@@ -198,7 +198,9 @@ class DeliveryWorker:
                                                       balance=format_usd(p["balance_cents"]), reason=p["reason"]))
         elif n.kind == "admin_deposit_paid" and deposit is not None:
             user = await users.get(self._db.reader, deposit.user_id)
-            key = "admin.paid-review" if p.get("review") else "admin.paid"
+            bonus = bool(p["bonus_cents"])  # a zero bonus is not worth a word
+            key = (("admin.paid-review-bonus" if bonus else "admin.paid-review") if p.get("review")
+                   else ("admin.paid-bonus" if bonus else "admin.paid"))
             text = t(key, id=deposit.id, user=views.user_label(user, deposit.user_id),
                      amount=format_usd(p["credited_cents"]), asked=format_usd(deposit.amount_cents),
                      coin=deposit.coin, network=network_title(deposit.network),

@@ -59,8 +59,9 @@ def read_catalog(directory: Path) -> gettext.GNUTranslations:
 class Locales:
     """All shipped languages; any missing text falls back to the default language, then to the key."""
 
-    def __init__(self, default: str, directory: Path = LOCALES_DIR) -> None:
+    def __init__(self, default: str, directory: Path = LOCALES_DIR, *, admin: str | None = None) -> None:
         self.default = default
+        self.admin = admin or default  # the admin chat speaks one language, whoever writes there
         self._catalogs: dict[str, gettext.GNUTranslations] = {}
         for po_path in sorted(directory.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
             self._catalogs[po_path.parent.parent.name] = read_catalog(po_path.parent)
@@ -79,6 +80,9 @@ class Locales:
 
     def get(self, code: str | None) -> Translator:
         return self._translators.get(code or "", self._translators[self.default])
+
+    def for_admin(self) -> Translator:
+        return self.get(self.admin)
 
     def pick(self, chosen: str | None, telegram_language: str | None) -> str:
         """The user's own choice, else their Telegram language if we ship it, else the default."""

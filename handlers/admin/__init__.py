@@ -7,6 +7,7 @@ from __future__ import annotations
 from aiogram import Router
 
 from handlers.admin import core, coupons, deposits, gateway, users
+from handlers.admin.confirm import ConfirmCb
 from handlers.admin.filters import IsAdmin
 
 # In the order /help shows them; each has an admin.command.<name> description for the command menu.
@@ -21,6 +22,7 @@ def build_router() -> Router:
     admin.include_routers(core.build_router(), deposits.build_router(), users.build_router(),
                           coupons.build_router(), gateway.build_router())
     outer = Router(name="admin-chat")
-    outer.include_routers(admin, core.build_refusal_router(ADMIN_COMMANDS))
+    outer.include_routers(admin, core.build_refusal_router(
+        ADMIN_COMMANDS, (ConfirmCb, deposits.AdminDepositCb, gateway.PayoutCb)))
     return outer
 

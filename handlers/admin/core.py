@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from aiogram import F, Router
 from aiogram.filters import Command
-from aiogram.types import Message
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, Message
 
 from handlers.admin_access import AdminAccess
 from handlers.i18n import Translator
@@ -27,7 +28,14 @@ def build_router() -> Router:
     return router
 
 
-def build_refusal_router(commands: tuple[str, ...]) -> Router:
+async def refuse_tap(cb: CallbackQuery, t: Translator) -> None:
+    """Someone else pressing an admin's button (Confirm, Recheck, Refresh) is told why nothing happens."""
+    await cb.answer(t("admin.refused"), show_alert=True)
+
+
+def build_refusal_router(commands: tuple[str, ...], buttons: tuple[type[CallbackData], ...]) -> Router:
     router = Router(name="admin-refusal")
     router.message.register(refuse, Command(*commands), F.chat.type != "private")
+    for button in buttons:
+        router.callback_query.register(refuse_tap, button.filter())
     return router

@@ -85,7 +85,7 @@ async def _shown(t: Translator, label: str, line: Awaitable[str]) -> str:
 async def _smsonline_balance(t: Translator, gateway: SMSOnlineGateway) -> str:
     account = await gateway.account_balance()
     balance, total = account.get("balance"), account.get("totalCharges")
-    return t("admin.gateway.account", balance=_cents_or_text(balance), total=_cents_or_text(total),
+    return t("admin.gateway.account", balance=_cents_or_text(t, balance), total=_cents_or_text(t, total),
              discount=str(account.get("currentDiscountRate") or "0%")[:16])
 
 
@@ -95,7 +95,7 @@ async def _cryptomus_balance(t: Translator, gateway: CryptomusGateway) -> str:
         return t("admin.gateway.cryptomus-empty")
     lines = [t("admin.gateway.cryptomus-merchant" if wallet == "merchant" else "admin.gateway.cryptomus-user",
                currency=currency, balance=_coin(amount), usd=format_usd(decimal_to_cents(usd)) if usd is not None
-               else "?") for wallet, currency, amount, usd in held]
+               else t("admin.gateway.not-reported")) for wallet, currency, amount, usd in held]
     return "\n".join(lines)
 
 
@@ -284,13 +284,13 @@ def _short(text: str) -> str:
     return text if len(text) <= 16 else f"{text[:8]}…{text[-6:]}"
 
 
-def _cents_or_text(value: Any) -> str:
+def _cents_or_text(t: Translator, value: Any) -> str:
     """SMSOnline's balance fields are cents [inferred]: an integer (or digits) as USD, anything else as it came."""
     if isinstance(value, int) and not isinstance(value, bool):
         return format_usd(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 16:
         return format_usd(int(value))
-    return "?" if value is None else str(value)[:32]
+    return t("admin.gateway.not-reported") if value is None else str(value)[:32]
 
 
 def build_router() -> Router:

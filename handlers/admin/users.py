@@ -14,7 +14,7 @@ from handlers.i18n import Html, Translator
 from handlers.admin.confirm import ask, executes
 from services.admin import Actor, AdminError, AdminService, PendingAction
 from services.money import AmountError, format_usd, parse_usd
-from services.store import Deposit, LedgerEntry, LedgerKind, User
+from services.store import Deposit, DepositStatus, LedgerEntry, LedgerKind, User
 from services.store import users as user_repo
 from services.store.admin import AuditEntry
 
@@ -147,12 +147,16 @@ async def _ask_adjustment(message: Message, command: CommandObject, t: Translato
         return
     delta = -cents if debit else cents
     after = target.balance_cents + delta
+    if after < 0 and not admin.allows_negative_balance:
+        # Refused now, not after the second tap: the admin sees the balance and can debit what is there.
+        await message.reply(t("admin.users.over-balance", amount=format_usd(cents), who=display_name(target),
+                              id=target.id, balance=format_usd(target.balance_cents)))
+        return
     summary_key = "admin.users.debit-summary" if debit else "admin.users.credit-summary"
     summary = t(summary_key, amount=format_usd(cents), who=display_name(target), id=target.id,
                 balance=format_usd(target.balance_cents), after=format_usd(after), reason=reason)
     if after < 0:
-        warning_key = "admin.users.goes-negative" if admin.allows_negative_balance else "admin.users.will-refuse"
-        summary += "\n" + t(warning_key)
+        summary += "\n" + t("admin.users.goes-negative")
     await ask(message, t, admin, "debit" if debit else "credit",
               {"user_id": target.id, "cents": delta, "reason": reason}, Html(summary))
 
@@ -190,9 +194,46 @@ async def audit(message: Message, t: Translator, admin: AdminService) -> None:
 
 
 def audit_line(t: Translator, entry: AuditEntry) -> str:
-    return t("admin.audit.line", id=entry.id, when=day_time(entry.created_at), who=short(entry.actor_name, 40),
-             actor_id=entry.actor_id, action=entry.action, target=entry.target or "—",
-             details=short(describe_details(entry.details), 160) or "—", reason=short(entry.reason or "—", 120))
+    line = t("admin.audit.line", id=entry.id, when=day_time(entry.created_at), who=short(entry.actor_name, 40),
+             actor_id=entry.actor_id, what=Html(audit_sentence(t, entry)))
+    return line + ("\n" + t("admin.audit.reason", reason=short(entry.reason, 120)) if entry.reason else "")
+
+
+def audit_sentence(t: Translator, entry: AuditEntry) -> str:
+    """What the admin did, as a sentence in the admin chat's language (the log stores names and values)."""
+    target = (entry.target or "").partition(":")[2]
+    d = entry.details
+    match entry.action:
+        case "credit":
+            return t("admin.audit.credit", amount=format_usd(abs(int(d.get("cents", 0)))), user=target)
+        case "debit":
+            return t("admin.audit.debit", amount=format_usd(abs(int(d.get("cents", 0)))), user=target)
+        case "confirm_payment":
+            return t("admin.audit.confirm-payment-credited" if d.get("outcome") == "credited"
+                     else "admin.audit.confirm-payment-unchanged", deposit=target)
+        case "coupon_add":
+            return t("admin.audit.coupon-add", code=target, bonus=d.get("bonus", ""))
+        case "coupon_off":
+            return t("admin.audit.coupon-off", code=target, used=d.get("used", 0))
+        case "recheck_deposit":
+            status = str(d.get("status", ""))
+            return t("admin.audit.recheck", deposit=target,
+                     status=Html(t(f"deposit.status.{status}")) if status in _STATUSES else status)
+        case "cancel_deposit":
+            return t("admin.audit.cancel-deposit", deposit=target)
+        case "export_deposits":
+            return t("admin.audit.export", rows=d.get("rows", 0), period=d.get("period", ""))
+        case "payout":
+            return t("admin.audit.payout", reference=target, amount=d.get("amount", ""), coin=d.get("coin", ""),
+                     network=d.get("network", ""), address=d.get("address", ""), status=d.get("status", ""))
+        case "payout_refresh":
+            return t("admin.audit.payout-refresh", reference=target, status=d.get("status", ""))
+    # An action this version doesn't describe (written by a newer one): its name and values, never nothing.
+    return t("admin.audit.other", action=entry.action, target=entry.target or "—",
+             details=short(describe_details(d), 160) or "—")
+
+
+_STATUSES = frozenset(status.value for status in DepositStatus)
 
 
 def describe_details(details: dict[str, Any]) -> str:

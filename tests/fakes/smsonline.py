@@ -147,6 +147,8 @@ class FakeSMSOnline(FakeServer):
         # ASSUMPTION: a deposit reaching paid/paid_over adds its amountInUSD (in cents) to balance and
         # totalCharges once. Set to False to keep the balance fixed.
         self.credit_balance_on_paid: bool = True
+        # Fields to leave out of GET /balance (all are marked required, but an operator's screen must survive it).
+        self.omit_balance_fields: set[str] = set()
 
         self.deposit_lifetime: int = 3600  # seconds until expire_at; reference: address valid for one hour
         self.base_url: str | None = None
@@ -369,7 +371,7 @@ class FakeSMSOnline(FakeServer):
             return _v3_error(401, ERR_AUTH)
         # ASSUMPTION: currentDiscountRate is the label of the highest tier reached by totalCharges.
         rate = next(label for threshold, _, label in _DISCOUNT_RATES if self.total_charges >= threshold)
-        return web.json_response({"ok": True, "body": {
+        body = {
             "userId": self.user_id,
             "stripeId": self.stripe_id,
             "cryptomusId": None,
@@ -383,7 +385,9 @@ class FakeSMSOnline(FakeServer):
             "vipSupport": self.vip_support,
             "vipTelegram": self.vip_telegram,
             "discountRates": _DISCOUNT_RATES,
-        }})
+        }
+        return web.json_response({"ok": True, "body": {k: v for k, v in body.items()
+                                                       if k not in self.omit_balance_fields}})
 
     async def _coupons(self, request: web.Request) -> web.Response:
         if not self._query_auth(request):
