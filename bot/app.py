@@ -14,7 +14,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramMigrateToChat
 from aiogram.fsm.storage.memory import SimpleEventIsolation
 from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat, ErrorEvent
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
@@ -236,6 +236,21 @@ async def set_commands(bot: Bot, locales: Locales, admin_chat_id: int | None) ->
                                   scope=BotCommandScopeChat(chat_id=admin_chat_id))
 
 
+async def check_admin_chat(bot: Bot, admin_chat_id: int | None) -> None:
+    """Say in the log, at start-up, when ADMIN_CHAT_ID can't work as set: unset, upgraded, or without the bot."""
+    if admin_chat_id is None:
+        log.warning("ADMIN_CHAT_ID is not set: add the bot to your staff group and it replies with the id to set")
+        return
+    try:
+        await bot.get_chat(admin_chat_id)
+    except TelegramMigrateToChat as exc:
+        log.warning("ADMIN_CHAT_ID=%s became a supergroup with the id %s: set ADMIN_CHAT_ID=%s and restart",
+                    admin_chat_id, exc.migrate_to_chat_id, exc.migrate_to_chat_id)
+    except TelegramAPIError as exc:
+        log.warning("ADMIN_CHAT_ID=%s can't be reached (%s): add the bot to that group, or correct the id (the bot "
+                    "tells any group it joins its id)", admin_chat_id, exc.message)
+
+
 async def run(settings: Settings) -> None:
     """Run the bot: the listener always (callbacks, /healthz), and Telegram by long polling or webhook.
 
@@ -272,6 +287,7 @@ async def run(settings: Settings) -> None:
             await set_commands(bot, app.locales, settings.admin_chat_id)
         except Exception:  # noqa: BLE001 - a missing command menu must not stop the bot
             log.warning("could not set the command menu", exc_info=True)
+        await check_admin_chat(bot, settings.admin_chat_id)
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))
         tasks.append(asyncio.create_task(delivery.run_forever(), name="delivery"))
         tasks.append(asyncio.create_task(app.refresh_pairs_forever(), name="pairs"))

@@ -7,6 +7,7 @@ between Telegram's answer and the commit, which at-least-once delivery cannot ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -16,6 +17,7 @@ from aiogram import Bot
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramMigrateToChat,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -107,7 +109,7 @@ class DeliveryWorker:
             return False
         await self._pace(n.chat_id)
         try:
-            await self._send(n)
+            await self._send_following_upgrade(n)
         except TelegramRetryAfter as exc:
             self._paused_until = time.monotonic() + exc.retry_after
             await self._retry(n, delay=exc.retry_after, error=f"retry after {exc.retry_after}s")
@@ -130,6 +132,15 @@ class DeliveryWorker:
         self._sent_unrecorded.add(n.id)
         await self._record_sent()
         return True
+
+    async def _send_following_upgrade(self, n: Notification) -> None:
+        """A group upgraded to a supergroup keeps its people under a new id: deliver there, and say what to change."""
+        try:
+            await self._send(n)
+        except TelegramMigrateToChat as exc:
+            log.warning("chat %s became the supergroup %s; if it is the admin chat, set ADMIN_CHAT_ID=%s and restart "
+                        "(delivering there meanwhile)", n.chat_id, exc.migrate_to_chat_id, exc.migrate_to_chat_id)
+            await self._send(dataclasses.replace(n, chat_id=exc.migrate_to_chat_id))
 
     async def _record_sent(self) -> None:
         """Mark delivered rows sent; if the database is busy, keep them in memory and try again next pass."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers.admin import core, coupons, deposits, gateway, users
+from handlers.admin import core, coupons, deposits, gateway, group_setup, users
 from handlers.admin.confirm import ConfirmCb
 from handlers.admin.filters import IsAdmin
 
@@ -22,7 +22,7 @@ def build_router() -> Router:
     admin.include_routers(core.build_router(), deposits.build_router(), users.build_router(),
                           coupons.build_router(), gateway.build_router())
     outer = Router(name="admin-chat")
-    outer.include_routers(admin, core.build_refusal_router(
+    outer.include_routers(group_setup.build_router(), admin, core.build_refusal_router(
         ADMIN_COMMANDS, (ConfirmCb, deposits.AdminDepositCb, gateway.PayoutCb)))
     return outer
 

@@ -43,6 +43,8 @@ __all__ = [
     "BotCall",
     "FakeBotAPI",
     "as_update",
+    "bot_added_update",
+    "migrated_update",
     "callback_update",
     "message_update",
 ]
@@ -147,11 +149,13 @@ class BotCall:
 class _ApiError(Exception):
     """Raised by method handlers to answer with a Telegram error envelope."""
 
-    def __init__(self, status: int, description: str, retry_after: int | None = None):
+    def __init__(self, status: int, description: str, retry_after: int | None = None,
+                 migrate_to_chat_id: int | None = None):
         super().__init__(description)
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
 
 @dataclass
@@ -176,6 +180,12 @@ class FakeBotAPI:
         self.chat_admins: dict[int, list[int]] = {}  # chat_id -> [owner, admin, ...]
         self.commands: list[dict[str, Any]] = []  # last setMyCommands payload
         self.uploads: dict[str, tuple[str, bytes]] = {}  # file_id -> (filename, bytes)
+        # A group upgraded to a supergroup: old id -> new id. Any call naming the old id gets Telegram's 400 with
+        # parameters.migrate_to_chat_id, as the real API answers.
+        self.migrated_chats: dict[int, int] = {}
+        # setMyDescription / setMyShortDescription, by language_code ("" for the default).
+        self.descriptions: dict[str, str] = {}
+        self.short_descriptions: dict[str, str] = {}
 
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -206,6 +216,13 @@ class FakeBotAPI:
             "getfile": self._get_file,
             "setmycommands": self._set_my_commands,
             "getmycommands": lambda p, c: list(self.commands),
+            "setmydescription": lambda p, c: self._set_description(p, self.descriptions, "description", 512),
+            "setmyshortdescription": lambda p, c: self._set_description(
+                p, self.short_descriptions, "short_description", 120),
+            "getmydescription": lambda p, c: {
+                "description": self.descriptions.get(str(p.get("language_code") or ""), "")},
+            "getmyshortdescription": lambda p, c: {
+                "short_description": self.short_descriptions.get(str(p.get("language_code") or ""), "")},
             "deletemycommands": self._delete_my_commands,
             "getwebhookinfo": lambda p, c: {
                 "url": "",
@@ -440,6 +457,7 @@ class FakeBotAPI:
         )
         try:
             self._check_faults(method)
+            self._check_migrated(params)
             result = self._handlers.get(method.lower(), self._default)(params, call)
             if inspect.isawaitable(result):
                 result = await result
@@ -452,6 +470,8 @@ class FakeBotAPI:
             }
             if exc.retry_after is not None:
                 body["parameters"] = {"retry_after": exc.retry_after}
+            if exc.migrate_to_chat_id is not None:
+                body["parameters"] = {"migrate_to_chat_id": exc.migrate_to_chat_id}
             self._record(call)
             return web.json_response(body, status=exc.status)
         call.result = result
@@ -471,6 +491,15 @@ class FakeBotAPI:
     def _record(self, call: BotCall) -> None:
         self.calls.append(call)
         self._notify()
+
+    def _check_migrated(self, params: dict[str, Any]) -> None:
+        try:
+            chat_id = int(params.get("chat_id"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return
+        if chat_id in self.migrated_chats:
+            raise _ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                            migrate_to_chat_id=self.migrated_chats[chat_id])
 
     def _check_faults(self, method: str) -> None:
         queue = self._faults.get(method.lower())
@@ -677,6 +706,14 @@ class FakeBotAPI:
 
     def _set_my_commands(self, params: dict[str, Any], call: BotCall) -> bool:
         self.commands = list(params.get("commands") or [])
+        return True
+
+    @staticmethod
+    def _set_description(params: dict[str, Any], store: dict[str, str], field: str, limit: int) -> bool:
+        text = str(params.get(field) or "")
+        if len(text) > limit:
+            raise _ApiError(400, f"Bad Request: {field.upper()}_TOO_LONG")
+        store[str(params.get("language_code") or "")] = text
         return True
 
     def _delete_my_commands(self, params: dict[str, Any], call: BotCall) -> bool:
@@ -1046,6 +1083,48 @@ def callback_update(
             "message": message,
             "chat_instance": str(8_000_000_000 + abs(chat_id)),
             "data": data,
+        }
+    }
+
+
+def bot_added_update(
+    chat_id: int,
+    *,
+    by_user_id: int,
+    old_status: str = "left",
+    new_status: str = "member",
+    chat_type: str = "supergroup",
+    language_code: str | None = "en",
+) -> dict[str, Any]:
+    """A ``my_chat_member`` Update (without update_id): the bot's own membership in a group changed."""
+    user = _user(by_user_id, "Owner", None, language_code)
+
+    def member(status: str) -> dict[str, Any]:
+        if status == "administrator":
+            return {**_chat_member(BOT_USER["id"], "administrator"), "user": dict(BOT_USER)}
+        return {"status": status, "user": dict(BOT_USER)}
+
+    return {
+        "my_chat_member": {
+            "chat": _user_chat(by_user_id, chat_id, chat_type, user),
+            "from": user,
+            "date": int(time.time()),
+            "old_chat_member": member(old_status),
+            "new_chat_member": member(new_status),
+        }
+    }
+
+
+def migrated_update(old_chat_id: int, new_chat_id: int, *, by_user_id: int) -> dict[str, Any]:
+    """The service message Telegram puts in a supergroup that was upgraded from the group ``old_chat_id``."""
+    user = _user(by_user_id, "Owner", None, "en")
+    return {
+        "message": {
+            "message_id": next(_user_message_ids),
+            "from": user,
+            "chat": _user_chat(by_user_id, new_chat_id, "supergroup", user),
+            "date": int(time.time()),
+            "migrate_from_chat_id": old_chat_id,
         }
     }
 
