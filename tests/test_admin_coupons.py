@@ -118,7 +118,7 @@ async def test_each_mistake_is_named_with_usage_and_nothing_is_added(h: Harness,
 # --- /coupons ---
 
 async def test_the_list_shows_use_limits_and_state(h: Harness) -> None:
-    assert await admin_says(h, "/coupons") == "No coupons yet. Add one with /coupon_add."
+    assert await admin_says(h, "/coupons") == "🎟 No bot coupons yet. Add one with /coupon_add."
     await admin_says(h, "/coupon_add SPRING10 10% 100 min 10")
     await admin_says(h, "/coupon_add BONUS5 5")
     async with h.app.db.transaction() as tx:
@@ -128,7 +128,7 @@ async def test_the_list_shows_use_limits_and_state(h: Harness) -> None:
     await admin_says(h, "/coupon_off BONUS5")
 
     lines = (await admin_says(h, "/coupons")).splitlines()
-    assert lines[0] == "🎟 Coupons (3), newest first"
+    assert lines[0] == "🎟 Bot coupons (3), newest first. The bot checks them and credits the bonus itself:"
     assert lines[1].startswith("OLD · bonus 5% · 0/∞ used · expired ")
     assert lines[2] == "BONUS5 · bonus $5.00 · 0/∞ used · disabled"
     assert lines[3] == "SPRING10 · bonus 10% · 2/100 used · min $10.00"

@@ -278,3 +278,66 @@ async def test_a_forged_refresh_button_is_stale(h, scp):
     await h.press(LISTED, PayoutCb(id=999).pack(), message_id=message["message_id"], chat_id=ADMIN_CHAT_ID)
     assert h.toasts()[-1] == "This menu is out of date."
     assert scp.requests_to("/payout/status") == []
+
+
+# --- what the gateways offer beyond payments: Smart CloudPay's IP check and payout list, SMSOnline's coupons -------
+
+async def test_gateway_shows_the_outgoing_ip_to_allow_list_without_sending_the_key(h, scp):
+    scp.your_ip = "203.0.113.7"
+    text = await say(h, CHAT_ADMIN, "/gateway")
+    assert "Our outgoing IP, as Smart CloudPay sees it: 203.0.113.7" in text and "Merchant Dashboard" in text
+    (check,) = scp.requests_to("/public/check-ip")
+    assert KEY not in str(check.headers) and MERCHANT not in str(check.headers)  # a public call gets no secrets
+
+
+async def test_gateway_shows_smart_cloudpays_own_payout_list(h, scp):
+    text = await say(h, CHAT_ADMIN, "/gateway")
+    assert "Smart CloudPay lists no payouts." in text
+    scp.payouts["DASHBOARD-7"] = {"reference_wp": "DASHBOARD-7", "status": "completed", "tx_hash": "0xfeedbeef" * 4,
+                                  "recipient_address": BSC, "amount": "12.5", "currency": "USDT", "chain": "bsc",
+                                  "created_at": 1}
+    text = await say(h, CHAT_ADMIN, "/gateway")
+    assert "Latest payouts in Smart CloudPay's own list (1, including any made outside the bot):" in text
+    assert "DASHBOARD-7 · 12.5 USDT on bsc → 0xe24B4E…B7fe64 · completed tx 0xfeedbe…edbeef" in text
+    assert scp.requests_to("/payout/history")[-1].query == {"limit": "5"}
+
+
+async def test_a_failing_ip_check_or_payout_list_is_a_line_not_a_failure(h, scp):
+    scp.fail_next("/public/check-ip", status=502)
+    scp.fail_next("/payout/history", status=500)
+    text = await say(h, CHAT_ADMIN, "/gateway")
+    assert "Outgoing IP: unavailable (Smart CloudPay IP check: HTTP 502" in text
+    assert "Payouts at Smart CloudPay: unavailable (Smart CloudPay payout history: HTTP 500" in text
+    assert "Prepaid API credits: 100" in text and "?" not in text
+
+
+async def test_smsonline_coupons_show_in_gateway_and_apart_from_the_bots_in_coupons(api, tmp_path):
+    coupons = {"SMS-SPRING": {"percentage": 10}, "SMS-OLD": {"percentage": 5, "status": "used", "expired": True}}
+    async with FakeSMSOnline(user_id="op-1", api_key="sms-key", coupons=coupons) as fake:
+        gateway = SMSOnlineGateway(fake.base_url, "op-1", "sms-key", timeout_seconds=0.5)
+        h = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway, ADMIN_USER_IDS=str(LISTED))
+        try:
+            text = await say(h, LISTED, "/gateway")
+            assert "SMSOnline account coupons (2)" in text
+            assert "SMS-SPRING · 10% · for crypto · until 20" in text and "· issued" in text
+            assert "SMS-OLD · 5% · for crypto" in text and "· used" in text
+
+            await say(h, LISTED, "/coupon_add BOT10 10%")
+            listing = await say(h, LISTED, "/coupons")
+            bot_part, provider_part = listing.split("SMSOnline account coupons")
+            assert "Bot coupons (1)" in bot_part and "BOT10" in bot_part and "SMS-SPRING" not in bot_part
+            assert "SMS-SPRING" in provider_part and "BOT10" not in provider_part
+            assert "SMSOnline decides what it gives" in provider_part
+            assert fake.requests_to("/coupons")[-1].query["apiKey"] == "sms-key"
+
+            fake.fail_next("/coupons", status=500, body="oops")
+            listing = await say(h, LISTED, "/coupons")
+            assert "BOT10" in listing and "SMSOnline account coupons: unavailable" in listing
+        finally:
+            await h.close()
+
+
+async def test_coupons_on_other_gateways_lists_only_the_bots(h, scp):
+    await say(h, CHAT_ADMIN, "/coupon_add BOT10 10%")
+    listing = await say(h, CHAT_ADMIN, "/coupons")
+    assert "Bot coupons (1)" in listing and "SMSOnline" not in listing

@@ -13,6 +13,8 @@ from handlers.admin.confirm import actor_of
 from handlers.admin.users import reply_lines, short
 from services.admin import AdminService
 from services.coupons import CouponSpec, CouponSpecError, CouponSpecProblem, add_coupon, parse_coupon_spec
+from services.gateways.base import Gateway, GatewayError, ProviderCoupon
+from services.gateways.smsonline import SMSOnlineGateway
 from services.money import format_usd
 from services.store import Coupon, CouponKind, now_ts
 from services.store import coupons as coupon_repo
@@ -98,14 +100,37 @@ def spec_problem(t: Translator, exc: CouponSpecError) -> str:
 
 # --- /coupons ---
 
-async def coupon_list(message: Message, t: Translator, admin: AdminService) -> None:
+async def coupon_list(message: Message, t: Translator, admin: AdminService, gateway: Gateway) -> None:
+    """The bot's own coupons, then (on SMSOnline) the account's coupons that SMSOnline itself applies."""
     coupons = await coupon_repo.all_coupons(admin.db.reader)
-    if not coupons:
-        await message.reply(t("admin.coupons.empty"))
-        return
     now = now_ts()
-    await reply_lines(message, [t("admin.coupons.list-title", count=len(coupons))]
-                      + [describe(t, coupon, now) for coupon in coupons])
+    lines = ([t("admin.coupons.list-title", count=len(coupons))] + [describe(t, coupon, now) for coupon in coupons]
+             if coupons else [t("admin.coupons.empty")])
+    if isinstance(gateway, SMSOnlineGateway):
+        try:
+            provider = await provider_coupons_text(t, gateway)
+        except GatewayError as exc:
+            provider = t("admin.gateway.unavailable", what=t("admin.gateway.label-coupons"),
+                         reason=exc.operator_detail)
+        lines += ["", *provider.split("\n")]
+    await reply_lines(message, lines)
+
+
+async def provider_coupons_text(t: Translator, gateway: SMSOnlineGateway) -> str:
+    """SMSOnline's coupons for this account, each as SMSOnline describes it; the bot never applies them itself."""
+    coupons = await gateway.account_coupons()
+    if not coupons:
+        return t("admin.coupons.provider-empty")
+    return "\n".join([t("admin.coupons.provider-title", count=len(coupons))]
+                     + [provider_coupon_line(t, coupon) for coupon in coupons])
+
+
+def provider_coupon_line(t: Translator, coupon: ProviderCoupon) -> str:
+    unknown = t("admin.gateway.not-reported")
+    percentage = f"{coupon.percentage}%" if coupon.percentage and not coupon.percentage.endswith("%") \
+        else coupon.percentage
+    return t("admin.coupons.provider-item", code=coupon.code, percentage=percentage or unknown,
+             target=coupon.target or unknown, expires=coupon.expires or unknown, status=coupon.status or unknown)
 
 
 # --- /coupon_off ---

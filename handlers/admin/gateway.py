@@ -16,6 +16,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from handlers.admin_access import AdminAccess
 from handlers.i18n import Html, Translator
 from handlers.admin.confirm import actor_of, ask, executes
+from handlers.admin.coupons import provider_coupons_text
 from services.admin import Actor, AdminService, PendingAction
 from services.gateways.base import Gateway, GatewayError
 from services.gateways.cryptomus import CryptomusGateway
@@ -27,6 +28,7 @@ from services.payouts import FAILED, NETWORKS, RETRYABLE, Payout, PayoutError, P
 log = logging.getLogger(__name__)
 
 HISTORY_SIZE = 10
+GATEWAY_HISTORY_SIZE = 5  # the gateway's own list in /gateway, as its documentation's example asks
 # Problems that mean "you typed it wrong": the reply repeats the usage.
 _INPUT_PROBLEMS = frozenset({PayoutProblem.AMOUNT, PayoutProblem.COIN, PayoutProblem.NETWORK, PayoutProblem.PAIR,
                              PayoutProblem.ADDRESS, PayoutProblem.REFERENCE})
@@ -58,7 +60,8 @@ async def gateway_command(message: Message, t: Translator, gateway: Gateway) -> 
 
 async def _balances(t: Translator, gateway: Gateway) -> list[str]:
     if isinstance(gateway, SMSOnlineGateway):
-        return [await _shown(t, t("admin.gateway.label-account"), _smsonline_balance(t, gateway))]
+        return [await _shown(t, t("admin.gateway.label-account"), _smsonline_balance(t, gateway)),
+                await _shown(t, t("admin.gateway.label-coupons"), provider_coupons_text(t, gateway))]
     if isinstance(gateway, CryptomusGateway):
         return [await _shown(t, t("admin.gateway.label-cryptomus"), _cryptomus_balance(t, gateway))]
     if isinstance(gateway, SmartCloudPayGateway):
@@ -67,6 +70,8 @@ async def _balances(t: Translator, gateway: Gateway) -> list[str]:
             label = t("admin.gateway.label-chain", coin=pair.coin, network=pair.network)
             lines.append(await _shown(t, label, _chain(t, gateway, pair.network, pair.coin)))
         lines.append(await _shown(t, t("admin.gateway.label-wallets"), _wallets(t, gateway)))
+        lines.append(await _shown(t, t("admin.gateway.label-ip"), _outgoing_ip(t, gateway)))
+        lines.append(await _shown(t, t("admin.gateway.label-payout-history"), _payout_history(t, gateway)))
         return lines
     return [t("admin.gateway.no-balances")]
 
@@ -114,6 +119,27 @@ async def _wallets(t: Translator, gateway: SmartCloudPayGateway) -> str:
         return t("admin.gateway.no-wallets")
     return "\n".join([t("admin.gateway.wallets"),
                       *(t("admin.gateway.wallet", network=network, address=address) for network, address in wallets)])
+
+
+async def _outgoing_ip(t: Translator, gateway: SmartCloudPayGateway) -> str:
+    return t("admin.gateway.outgoing-ip", ip=await gateway.outgoing_ip())
+
+
+async def _payout_history(t: Translator, gateway: SmartCloudPayGateway) -> str:
+    payouts = await gateway.payout_history(GATEWAY_HISTORY_SIZE)
+    if not payouts:
+        return t("admin.gateway.payout-history-empty")
+    lines = [t("admin.gateway.payout-history-title", count=len(payouts))]
+    for p in payouts:
+        item = t("admin.gateway.payout-history-item", reference=p.reference or _none(t), amount=p.amount or _none(t),
+                 coin=p.coin, network=p.network or _none(t), address=_short(p.address) if p.address else _none(t),
+                 status=p.status or _none(t))
+        lines.append(item + (" " + t("admin.payout.list-tx", tx=_short(p.tx_hash)) if p.tx_hash else ""))
+    return "\n".join(lines)
+
+
+def _none(t: Translator) -> str:
+    return t("admin.gateway.not-reported")
 
 
 # --- /payout ---

@@ -142,6 +142,49 @@ class RefreshingGateway(Gateway, Protocol):
     async def refresh_pairs(self) -> frozenset[Pair]: ...
 
 
+@dataclass(frozen=True)
+class ProviderCoupon:
+    """A coupon the provider holds for the operator's account. The provider applies it, never the bot; fields are
+    shown as the provider wrote them (their meanings are inferred)."""
+
+    code: str
+    percentage: str | None = None
+    status: str | None = None
+    target: str | None = None   # the payment method it applies to ("crypto")
+    expires: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewayPayout:
+    """One payout as the gateway lists it (its own history, which may hold payouts the bot never made)."""
+
+    reference: str
+    amount: str
+    coin: str
+    network: str
+    address: str
+    status: str
+    tx_hash: str | None = None
+
+
+class AccountCouponsGateway(Gateway, Protocol):
+    """Lists the coupons the provider holds for the operator's account (SMSOnline's Get Coupons)."""
+
+    async def account_coupons(self) -> list[ProviderCoupon]: ...
+
+
+class OutgoingIPGateway(Gateway, Protocol):
+    """Tells which address our calls come from, for the provider's allow-list (Smart CloudPay's check-ip)."""
+
+    async def outgoing_ip(self) -> str: ...
+
+
+class PayoutHistoryGateway(Gateway, Protocol):
+    """Lists the gateway's own recent payouts (Smart CloudPay's payout history)."""
+
+    async def payout_history(self, limit: int) -> list[GatewayPayout]: ...
+
+
 class AmountRejected(GatewayError):
     """The gateway's own minimum or maximum for this pair; `limit` is its wording (e.g. "0.5 USDT")."""
 

@@ -6,6 +6,7 @@ places the reference suggests and an invoice without an address is never shown.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from services.gateways.base import (
     DepositRequest,
     GatewayHealth,
     GatewayMisconfigured,
+    GatewayPayout,
     GatewayUnavailable,
     PairUnavailable,
     PaymentState,
@@ -248,6 +250,48 @@ class SmartCloudPayGateway:
                 address = _first_str(item, "address", "wallet_address", "wallet")
                 if address:
                     found.append((network[:32], address[:128]))
+        return found
+
+    async def outgoing_ip(self) -> str:
+        """The address Smart CloudPay sees our calls come from (GET /api/public/check-ip, documented), to allow-list.
+
+        A public call: no key is sent with it."""
+        with self.health.track():
+            answer = await self._http.request("GET", f"{self._base}/public/check-ip", what="IP check")
+            if answer.status != 200 or not isinstance(answer.json, dict):
+                raise GatewayUnavailable(f"Smart CloudPay IP check: HTTP {answer.status}: {answer.text[:200]}")
+            found = answer.json.get("your_ip")
+            try:
+                return str(ipaddress.ip_address(str(found).strip()))
+            except ValueError:
+                raise GatewayUnavailable(f"Smart CloudPay IP check: no address in {answer.text[:200]}") from None
+
+    async def payout_history(self, limit: int = 5) -> list[GatewayPayout]:
+        """Recent payouts as Smart CloudPay lists them (GET /api/payout/history?limit=N; the entries' shape is
+        undocumented: read from the names its payout request uses, anything else shown as not reported)."""
+        with self.health.track():
+            answer = await self._http.request("GET", f"{self._base}/payout/history", what="payout history",
+                                              params={"limit": str(limit)}, headers=self._headers)
+            if isinstance(answer.json, list) and 200 <= answer.status < 300:
+                items: Any = answer.json
+            else:
+                data = self._unwrap(answer.status, answer.json, answer.text, what="payout history")
+                items = _first(data, "data", "payouts", "history", "items") if isinstance(data, dict) else data
+            if not isinstance(items, list):
+                raise GatewayUnavailable(f"Smart CloudPay payout history: no list in {answer.text[:200]}")
+        found = []
+        for item in items[:limit]:
+            if not isinstance(item, dict):
+                continue
+            amount = _decimal(_first(item, "amount"))
+            found.append(GatewayPayout(
+                reference=(_first_str(item, "reference_wp", "reference", "id") or "")[:64],
+                amount=format(amount, "f") if amount is not None else "",
+                coin=(_first_str(item, "currency", "coin") or "")[:16],
+                network=(_first_str(item, "chain", "network") or "")[:32],
+                address=(_first_str(item, "recipient_address", "address") or "")[:128],
+                status=(_first_str(item, "status") or "")[:32],
+                tx_hash=(_first_str(item, "tx_hash", "txid", "hash") or None)))
         return found
 
     async def _payout_call(self, method: str, path: str, *, what: str, body: bytes) -> dict[str, Any]:

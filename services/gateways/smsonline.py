@@ -23,6 +23,7 @@ from services.gateways.base import (
     GatewayMisconfigured,
     GatewayUnavailable,
     PairUnavailable,
+    ProviderCoupon,
     PaymentState,
     PaymentUpdate,
 )
@@ -196,6 +197,26 @@ class SMSOnlineGateway:
             status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="balance")
             result = self._unwrap(status, body, what="balance")
         return result if isinstance(result, dict) else {}
+
+    async def account_coupons(self) -> list[ProviderCoupon]:
+        """The coupons SMSOnline holds for this account (GET …/coupons, reference 1.2 "Get coupons"). A customer who
+        types one is passed through as couponCode; SMSOnline decides what it gives."""
+        with self.health.track():
+            url = self._customer_url("coupons")
+            status, body = await self._call("GET", url, params={"apiKey": self._api_key}, what="coupons")
+            result = self._unwrap(status, body, what="coupons")
+        codes = result.get("codes") if isinstance(result, dict) else None
+        if not isinstance(codes, list):
+            raise GatewayUnavailable(f"SMSOnline coupons: no list of codes in {_describe(body)}")
+
+        def text(entry: dict[str, Any], key: str) -> str | None:
+            value = entry.get(key)
+            return str(value)[:40] if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+        return [ProviderCoupon(code=entry["code"][:40], percentage=text(entry, "percentage"),
+                               status=text(entry, "status"), target=text(entry, "targetPay"),
+                               expires=text(entry, "expiredAt"))
+                for entry in codes if isinstance(entry, dict) and isinstance(entry.get("code"), str) and entry["code"]]
 
     async def _call(self, method: str, url: str, *, what: str, json_body: dict[str, Any] | None = None,
                     params: dict[str, str] | None = None) -> tuple[int, Any]:
