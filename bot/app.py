@@ -27,7 +27,7 @@ from bot.fsm_storage import SQLiteStorage
 from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
 from bot.redis_state import RedisState, connect_redis, redis_reachable
-from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app
+from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app, make_runner
 from handlers import admin as admin_handlers
 from handlers import build_routers
 from services.admin import AdminService
@@ -302,7 +302,7 @@ async def run(settings: Settings) -> None:
 
     app.dispatcher.startup.register(on_startup)
     app.dispatcher.shutdown.register(on_shutdown)
-    runner = web.AppRunner(app.web_app, access_log=None)
+    runner = make_runner(app.web_app)
     await runner.setup()
     try:
         await listen(runner, settings)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -83,43 +85,53 @@ class CallbackInbox:
         self._admin_chat_id = admin_chat_id
         self._trusted_proxies = trusted_proxies
         self._policies = dict(policies or {})
+        self._refusals = RefusalRecord(db, admin_chat_id=admin_chat_id)
+
+    @property
+    def refusals(self) -> RefusalRecord:
+        return self._refusals
 
     async def receive(self, source: str, body: bytes, *, headers: Mapping[str, str], peer: str | None,
                       token: str | None = None) -> CallbackAnswer:
         client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted_proxies)
+        refused = self._screen(source, body, client_ip, token)
+        if not isinstance(refused, WebhookReading):
+            # Nothing a stranger sends is stored before it is known to be worth storing: a refusal only counts.
+            answer, verdict, detail = refused
+            await self._refusals.note(source, verdict, client_ip, body, detail)
+            return answer
         kept = {name: headers[name] for name in HEADERS_KEPT if name in headers}
         async with self._db.transaction() as tx:
             callback_id = await callbacks.record(tx, source=source, peer=peer, client_ip=client_ip, headers=kept,
                                                  body=body)
-        answer, verdict, detail, order_id = await self._judge(source, body, client_ip, token)
+        answer, verdict, detail, order_id = await self._judge(refused)
         async with self._db.transaction() as tx:
             await callbacks.judge(tx, callback_id, verdict=verdict, http_status=answer.status, detail=detail,
                                   order_id=order_id)
-            if verdict in ("bad_signature", "forbidden_source", "bad_token") and self._admin_chat_id is not None:
-                window = now_ts() // ALERT_WINDOW_SECONDS
-                await outbox.enqueue(tx, kind="admin_webhook_rejected", chat_id=self._admin_chat_id,
-                                     dedupe_key=f"webhook-rejected:{source}:{verdict}:{window}",
-                                     payload={"source": source, "reason": verdict, "ip": client_ip or "?",
-                                              "callback_id": callback_id})
         if answer.status >= 400:
-            log.warning("callback %s from %s on %s refused (%s): %s", callback_id, client_ip, source, verdict, detail)
+            log.warning("callback %s from %s on %s not settled (%s): %s", callback_id, client_ip, source, verdict,
+                        detail)
         return answer
 
-    async def _judge(self, source: str, body: bytes, client_ip: str | None,
-                     token: str | None) -> tuple[CallbackAnswer, str, str, str | None]:
+    def _screen(self, source: str, body: bytes, client_ip: str | None,
+                token: str | None) -> tuple[CallbackAnswer, str, str] | WebhookReading:
+        """The checks that need no storage: endpoint, token, source address, then body and signature (pure)."""
         read_webhook = getattr(self._gateway, "read_webhook", None)
         if source != self._gateway.name or read_webhook is None:
-            return CallbackAnswer(404, {"error": "not found"}), "inactive", f"gateway {source} is not active", None
+            return CallbackAnswer(404, {"error": "not found"}), "inactive", f"gateway {source} is not active"
         policy = self._policies.get(source, CallbackPolicy())
         if policy.token is not None and not hmac.compare_digest((token or "").encode(), policy.token.encode()):
-            return CallbackAnswer(403, {"error": "forbidden"}), "bad_token", "missing or wrong token", None
+            return CallbackAnswer(403, {"error": "forbidden"}), "bad_token", "missing or wrong token"
         if policy.allowed_sources is not None and not in_networks(client_ip, policy.allowed_sources):
-            return CallbackAnswer(403, {"error": "forbidden"}), "forbidden_source", f"source {client_ip}", None
+            return CallbackAnswer(403, {"error": "forbidden"}), "forbidden_source", f"source {client_ip}"
         reading: WebhookReading = read_webhook(body)
         if reading.verdict is WebhookVerdict.BAD_REQUEST:
-            return CallbackAnswer(400, {"error": reading.detail}), "bad_request", reading.detail, None
+            return CallbackAnswer(400, {"error": reading.detail}), "bad_request", reading.detail
         if reading.verdict is WebhookVerdict.BAD_SIGNATURE:
-            return CallbackAnswer(401, {"error": "bad signature"}), "bad_signature", reading.detail, None
+            return CallbackAnswer(401, {"error": "bad signature"}), "bad_signature", reading.detail
+        return reading
+
+    async def _judge(self, reading: WebhookReading) -> tuple[CallbackAnswer, str, str, str | None]:
         if reading.verdict is WebhookVerdict.IGNORED:
             return CallbackAnswer(200, {"ok": True}), "ignored", reading.detail, None
         order_id = reading.order_id
@@ -140,3 +152,57 @@ class CallbackInbox:
         verdict = "unknown_order" if result.outcome is Outcome.UNKNOWN_ORDER else result.outcome.value
         return CallbackAnswer(200, {"ok": True}), verdict, update.raw_status or "", update.order_id
 
+
+
+REFUSAL_WRITE_SECONDS = 10   # at most one write per endpoint and reason this often, however many refusals arrive
+REFUSAL_SAMPLES = 5          # the last few refused bodies kept, each cut to REFUSAL_SAMPLE_BYTES
+REFUSAL_SAMPLE_BYTES = 1024
+_ALERTED = ("bad_signature", "forbidden_source", "bad_token")
+
+
+@dataclass
+class _Tally:
+    unsaved: int = 0
+    total: int = 0
+    last_written: float = float("-inf")
+    samples: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REFUSAL_SAMPLES))
+
+
+class RefusalRecord:
+    """Refused callbacks, bounded and rate-limited: a count per endpoint and reason, and the last few bodies.
+
+    Counted in memory and written at most every REFUSAL_WRITE_SECONDS per (endpoint, reason) as one row that is
+    updated in place, so a flood of anonymous POSTs costs a few row updates, not a row (and a body) each.
+    """
+
+    def __init__(self, db: Database, *, admin_chat_id: int | None) -> None:
+        self._db = db
+        self._admin_chat_id = admin_chat_id
+        self._tallies: dict[tuple[str, str], _Tally] = {}
+        self._logged: dict[tuple[str, str], float] = {}
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Refusals seen by this process, per (endpoint, reason), written or not."""
+        return {key: tally.total for key, tally in self._tallies.items()}
+
+    async def note(self, source: str, reason: str, client_ip: str | None, body: bytes, detail: str) -> None:
+        tally = self._tallies.setdefault((source, reason), _Tally())
+        tally.unsaved += 1
+        tally.total += 1
+        tally.samples.append({"at": now_ts(), "ip": client_ip or "?", "detail": detail[:200],
+                              "body": body[:REFUSAL_SAMPLE_BYTES].decode("utf-8", "replace")})
+        now = time.monotonic()
+        if now - tally.last_written < REFUSAL_WRITE_SECONDS:
+            return
+        tally.last_written = now
+        count, tally.unsaved = tally.unsaved, 0
+        log.warning("callbacks refused on %s (%s): %s since the last note, from %s: %s", source, reason, count,
+                    client_ip, detail)
+        async with self._db.transaction() as tx:
+            await callbacks.note_refusals(tx, source=source, reason=reason, count=count, client_ip=client_ip,
+                                          samples=list(tally.samples))
+            if reason in _ALERTED and self._admin_chat_id is not None:
+                window = now_ts() // ALERT_WINDOW_SECONDS
+                await outbox.enqueue(tx, kind="admin_webhook_rejected", chat_id=self._admin_chat_id,
+                                     dedupe_key=f"webhook-rejected:{source}:{reason}:{window}",
+                                     payload={"source": source, "reason": reason, "ip": client_ip or "?"})

@@ -30,6 +30,7 @@ from services.settlement import Outcome, Settler
 from services.store import CouponKind, Database, Deposit, DepositStatus, now_ts
 from services.store import coupons as coupon_repo
 from services.store import deposits, users
+from services.store import callbacks as callbacks_repo
 from services.store.db import fetch_all
 from services.topup import TopupService
 from services.webhooks import CallbackInbox, CallbackPolicy, parse_networks
@@ -53,6 +54,7 @@ class Listener:
     reconciler: Reconciler
     base: str
     session: aiohttp.ClientSession
+    inbox: CallbackInbox
 
     @property
     def webhook_url(self) -> str:
@@ -108,7 +110,7 @@ async def make_listener(db: Database, fake: FakeCryptomus) -> AsyncIterator[List
             await gateway.close()
 
         cleanups.append(cleanup)
-        return Listener(db, fake, gateway, settler, topup, reconciler, base, session)
+        return Listener(db, fake, gateway, settler, topup, reconciler, base, session, inbox)
 
     yield make
     for cleanup in reversed(cleanups):
@@ -143,6 +145,10 @@ async def notifications(db: Database, kind: str) -> list[dict]:
 
 async def callback_rows(db: Database) -> list[dict]:
     return [dict(r) for r in await fetch_all(db.reader, "SELECT * FROM callbacks ORDER BY id")]
+
+
+async def refusal_rows(db: Database) -> dict[str, dict]:
+    return {r["reason"]: r for r in await callbacks_repo.refusals(db.reader)}
 
 
 async def deposit(db: Database, deposit_id: int) -> Deposit:
@@ -257,8 +263,10 @@ async def test_a_forged_signature_is_refused_recorded_and_reported_once_per_wind
     assert statuses == [401] * 4
     assert await balance(db) == 0 and await ledger_rows(db) == []
     assert (await deposit(db, d.id)).status is DepositStatus.PENDING
-    rows = await callback_rows(db)
-    assert [(r["verdict"], r["http_status"]) for r in rows] == [("bad_signature", 401)] * 4
+    assert await callback_rows(db) == []  # nothing stored for a stranger's body: only counted
+    assert listener.inbox.refusals.counts() == {("cryptomus", "bad_signature"): 4}
+    [sample] = (await refusal_rows(db))["bad_signature"]["samples"]  # written once in the burst, not four times
+    assert sample["ip"] == "127.0.0.1" and sample["body"].startswith('{"type":"payment"')
     alerts = await notifications(db, "admin_webhook_rejected")
     assert 1 <= len(alerts) <= window_after - window_before + 1
     assert alerts[0]["chat_id"] == ADMIN
@@ -283,7 +291,10 @@ async def test_non_json_is_400(listener, db):
     for body in (b"", b"hello", b"\xff\xfe\xfa", b"[1,2]", b"[" * 5000 + b"]" * 5000):
         status, _ = await listener.post("/webhooks/cryptomus", body)
         assert status == 400, body[:10]
-    assert {r["verdict"] for r in await callback_rows(db)} == {"bad_request"}
+    assert await callback_rows(db) == []
+    assert listener.inbox.refusals.counts() == {("cryptomus", "bad_request"): 5}
+    [row] = (await refusal_rows(db)).values()
+    assert len(row["samples"][-1]["body"]) <= 1024  # bounded: the 10 KB body is cut
 
 
 async def test_signed_json_without_order_id_is_400(listener, fake, db):
@@ -293,8 +304,7 @@ async def test_signed_json_without_order_id_is_400(listener, fake, db):
     del data["order_id"]
     assert await listener.send(d.order_id, body=signed(data)) == 400
     assert await balance(db) == 0
-    [row] = await callback_rows(db)
-    assert row["verdict"] == "bad_request"
+    assert await callback_rows(db) == [] and "bad_request" in await refusal_rows(db)
 
 
 async def test_signed_callback_for_an_order_we_never_made_is_acknowledged_and_ignored(listener, fake, db):
@@ -362,8 +372,8 @@ async def test_a_source_outside_the_allow_list_is_403(make_listener, fake, db):
     fake.set_status(d.order_id, "paid")
     assert await lst.send(d.order_id) == 403  # genuine body, but from 127.0.0.1
     assert await balance(db) == 0
-    [row] = await callback_rows(db)
-    assert row["verdict"] == "forbidden_source" and row["client_ip"] == "127.0.0.1"
+    assert await callback_rows(db) == []
+    assert (await refusal_rows(db))["forbidden_source"]["last_ip"] == "127.0.0.1"
     [alert] = await notifications(db, "admin_webhook_rejected")
     assert alert["payload"]["reason"] == "forbidden_source"
 
@@ -393,8 +403,7 @@ async def test_a_spoofed_hop_before_our_proxy_is_not_believed(make_listener, fak
     fake.set_status(d.order_id, "paid")
     assert await lst.send(d.order_id, headers={"X-Forwarded-For": f"{CRYPTOMUS_IP}, 203.0.113.9"}) == 403
     assert await balance(db) == 0
-    [row] = await callback_rows(db)
-    assert row["client_ip"] == "203.0.113.9"
+    assert (await refusal_rows(db))["forbidden_source"]["last_ip"] == "203.0.113.9"
 
 
 # --- health -----------------------------------------------------------------------------------------------------------
@@ -531,9 +540,11 @@ async def test_nothing_a_caller_sends_gets_a_500_or_moves_money(listener, fake, 
 
     assert await balance(db) == 0 and await ledger_rows(db) == []
     assert (await deposit(db, d.id)).status is DepositStatus.PENDING
+    # Stored one by one: only what passed the checks; the rest is counted.
     rows = await callback_rows(db)
-    assert len(rows) == len(bodies)
-    assert [(r["verdict"] is not None, r["http_status"]) for r in rows] == [(True, s) for _, s in answers]
+    stored = [s for _, s in answers if s == 200]
+    assert [(r["verdict"] is not None, r["http_status"]) for r in rows] == [(True, s) for s in stored]
+    assert sum(listener.inbox.refusals.counts().values()) == len(bodies) - len(stored)
 
     # The listener is still fine, and this order still settles: the checks above could have failed.
     fake.set_status(d.order_id, "paid")
@@ -546,8 +557,7 @@ async def test_nothing_a_caller_sends_gets_a_500_or_moves_money(listener, fake, 
 async def test_a_non_ascii_sign_is_401(listener, db):
     body = '{"type":"payment","order_id":"d1-abc","status":"paid","is_final":true,"sign":"ünïcode"}'.encode()
     status, _ = await listener.post("/webhooks/cryptomus", body)
-    [row] = await callback_rows(db)
-    assert (status, row["verdict"]) == (401, "bad_signature")
+    assert status == 401 and "bad_signature" in await refusal_rows(db)
 
 
 async def test_no_nesting_depth_gets_a_503(listener, db):
@@ -671,3 +681,26 @@ async def test_no_coupon_bonus_when_what_arrived_is_below_the_coupons_minimum(li
     assert await ledger_rows(db) == [("deposit", 500, d.id)]
     coupon = await coupon_repo.get(db.reader, coupon_id)
     assert coupon is not None and coupon.used_count == 0  # given back: the user may use it on a real $10 top-up
+
+
+# --- nothing stored before it is known to be worth storing (issue 8, item 4) ----------------------------------------
+
+async def test_a_flood_of_anonymous_posts_stores_no_bodies_only_a_bounded_count(make_listener, fake, db):
+    """300 anonymous 60 KiB POSTs (inactive endpoint, disallowed source, bad signature) added 24 MB to the database;
+    now none is stored, the refusals are counted, and the database grows by a few pages at most."""
+    lst = await make_listener(allowed_sources=CRYPTOMUS_IP)
+    await create(lst)
+    size_before = db.path.stat().st_size + _wal_size(db)
+    junk = b'{"type":"payment","sign":"00","pad":"' + b"x" * (60 * 1024) + b'"}'
+    for path in ("/webhooks/smartcloudpay", "/webhooks/cryptomus") * 150:
+        status, _ = await lst.post(path, junk)
+        assert status in (403, 404)
+    assert await callback_rows(db) == []
+    assert lst.inbox.refusals.counts() == {("smartcloudpay", "inactive"): 150, ("cryptomus", "forbidden_source"): 150}
+    assert sum(len(r["samples"]) for r in (await refusal_rows(db)).values()) <= 10
+    assert db.path.stat().st_size + _wal_size(db) - size_before < 256 * 1024
+
+
+def _wal_size(db: Database) -> int:
+    wal = db.path.with_name(db.path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0

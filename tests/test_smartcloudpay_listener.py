@@ -24,6 +24,7 @@ from services.money import AmountLimits
 from services.settlement import Settler
 from services.store import Database, Deposit, DepositStatus
 from services.store import deposits, users
+from services.store.callbacks import refusals
 from services.store.db import fetch_all
 from services.topup import TopupService
 from services.webhooks import CallbackInbox, CallbackPolicy
@@ -195,8 +196,9 @@ async def test_a_webhook_without_the_right_token_is_refused_and_makes_no_api_cal
     assert stack.api_lookups() == 0
     assert await balance(stack.db) == 0
     assert await status_of(stack.db, dep.id) is DepositStatus.PENDING
-    [row] = await callback_rows(stack.db)
-    assert row["verdict"] == "bad_token" and row["http_status"] == 403
+    assert await callback_rows(stack.db) == []  # refused before anything is stored
+    [row] = await refusals(stack.db.reader)
+    assert (row["reason"], row["refused"]) == ("bad_token", 1)
     [alert] = await notifications(stack.db, "admin_webhook_rejected")
     assert alert["chat_id"] == ADMIN and alert["payload"]["reason"] == "bad_token"
 
@@ -314,7 +316,7 @@ async def test_an_overpayment_is_brought_to_the_operator(stack: Stack):
 
 # --- the audit trail --------------------------------------------------------------------------------------------
 
-async def test_every_raw_body_is_kept(stack: Stack):
+async def test_every_raw_body_that_passed_the_checks_is_kept_and_the_rest_counted(stack: Stack):
     dep = await stack.deposit()
     inv = dep.order_id
     no_token = f"{stack.listener}/webhooks/smartcloudpay"
@@ -336,8 +338,11 @@ async def test_every_raw_body_is_kept(stack: Stack):
     assert status == 200
     sent.append((stack.callback_url, paid_hint, 200, "credited"))
     rows = await callback_rows(stack.db)
-    assert [bytes(r["body"]) for r in rows] == [body for _, body, _, _ in sent]
-    assert [(r["http_status"], r["verdict"]) for r in rows] == [(s, v) for _, _, s, v in sent]
+    kept = [entry for entry in sent if entry[2] == 200]
+    assert [bytes(r["body"]) for r in rows] == [body for _, body, _, _ in kept]
+    assert [(r["http_status"], r["verdict"]) for r in rows] == [(s, v) for _, _, s, v in kept]
+    assert {(r["reason"], r["refused"]) for r in await refusals(stack.db.reader)} == {("bad_token", 1),
+                                                                                     ("bad_request", 1)}
     assert {r["source"] for r in rows} == {"smartcloudpay"}
     assert await balance(stack.db) == 2500
 

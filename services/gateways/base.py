@@ -232,14 +232,16 @@ class GatewayHealth:
 
     last_ok_at: float | None = None
     last_error_at: float | None = None
-    last_error: str | None = None
+    last_error: str | None = None       # the operator's detail: admin chat and logs only
+    last_error_kind: str | None = None  # a short status for /healthz, which needs no authentication
 
     def ok(self) -> None:
         self.last_ok_at = time.time()
 
-    def failed(self, detail: str) -> None:
+    def failed(self, detail: str, kind: str = "unavailable") -> None:
         self.last_error_at = time.time()
         self.last_error = detail[:300]
+        self.last_error_kind = kind
 
     @contextmanager
     def track(self) -> Iterator[None]:
@@ -250,7 +252,8 @@ class GatewayHealth:
             self.ok()
             raise
         except GatewayError as exc:
-            self.failed(exc.operator_detail)
+            kind = "misconfigured" if isinstance(exc, GatewayMisconfigured) else "unavailable"
+            self.failed(exc.operator_detail, kind)
             raise
         else:
             self.ok()

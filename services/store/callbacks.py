@@ -5,7 +5,7 @@ import json
 
 import aiosqlite
 
-from services.store.db import execute, insert, now_ts
+from services.store.db import execute, fetch_all, insert, now_ts
 
 
 async def record(conn: aiosqlite.Connection, *, source: str, peer: str | None, client_ip: str | None,
@@ -23,3 +23,24 @@ async def judge(conn: aiosqlite.Connection, callback_id: int, *, verdict: str, h
                 order_id: str | None = None) -> None:
     await execute(conn, "UPDATE callbacks SET verdict = ?, http_status = ?, detail = ?, order_id = ? WHERE id = ?",
                   (verdict, http_status, detail[:500], order_id, callback_id))
+
+
+async def note_refusals(conn: aiosqlite.Connection, *, source: str, reason: str, count: int, client_ip: str | None,
+                        samples: list[dict[str, object]]) -> None:
+    """Add `count` refusals to the one row kept per endpoint and reason, with the latest few bodies."""
+    now = now_ts()
+    await execute(
+        conn,
+        """
+        INSERT INTO callback_refusals (source, reason, refused, first_at, last_at, last_ip, samples)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (source, reason) DO UPDATE SET refused = callback_refusals.refused + excluded.refused,
+            last_at = excluded.last_at, last_ip = excluded.last_ip, samples = excluded.samples
+        """,
+        (source, reason, count, now, now, client_ip, json.dumps(samples)),
+    )
+
+
+async def refusals(conn: aiosqlite.Connection) -> list[dict[str, object]]:
+    rows = await fetch_all(conn, "SELECT * FROM callback_refusals ORDER BY source, reason")
+    return [{**dict(r), "samples": json.loads(r["samples"])} for r in rows]

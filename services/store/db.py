@@ -127,6 +127,17 @@ class Database:
             raise RuntimeError("database is not connected")
         return self._reader
 
+    async def can_write(self) -> bool:
+        """A real committed write (a heartbeat row): fails when the disk is full or the file is read-only."""
+        try:
+            async with self.transaction() as tx:
+                await tx.execute("INSERT INTO settings (key, value) VALUES ('health.heartbeat', ?) "
+                                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(time.time()),))
+            return True
+        except Exception as exc:  # noqa: BLE001 - health check reports, never raises
+            log.warning("database refuses writes: %s", exc)
+            return False
+
     async def ping(self) -> bool:
         try:
             await fetch_value(self.reader, "SELECT 1")

@@ -227,10 +227,27 @@ _V5 = [
     "CREATE INDEX deposits_order ON deposits(order_id) WHERE order_id IS NOT NULL",
 ]
 
+# v6: refused callbacks are not stored one by one (issue 8): a count per endpoint and reason, and the last few bodies.
+_V6 = [
+    """
+    CREATE TABLE callback_refusals (
+        source   TEXT NOT NULL,                 -- the endpoint
+        reason   TEXT NOT NULL,                 -- inactive, bad_token, forbidden_source, bad_request, bad_signature
+        refused  INTEGER NOT NULL,
+        first_at INTEGER NOT NULL,
+        last_at  INTEGER NOT NULL,
+        last_ip  TEXT,
+        samples  TEXT NOT NULL DEFAULT '[]',    -- JSON: the last few refused requests, bodies cut to 1 KiB
+        PRIMARY KEY (source, reason)
+    )
+    """,
+]
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
     (4, _V4),
     (5, _V5),
+    (6, _V6),
 ]
