@@ -28,6 +28,7 @@ class AdminProblem(str, Enum):
     """Why an admin action was refused; the value is a message key suffix."""
 
     USER_NOT_FOUND = "user-not-found"
+    USER_AMBIGUOUS = "user-ambiguous"   # more than one known user carried that @username: ask for the id
     DEPOSIT_NOT_FOUND = "deposit-not-found"
     BELOW_ZERO = "below-zero"
     NOT_MANUAL = "not-manual"
@@ -72,7 +73,10 @@ class AdminService:
         if text.lstrip("-").isdigit() and len(text) < 20:
             user = await users.get(self.db.reader, int(text))
         elif text.startswith("@") and 1 < len(text) <= 33:
-            user = await users.by_username(self.db.reader, text[1:])
+            holders = await users.by_username(self.db.reader, text[1:])
+            if len(holders) > 1:
+                raise AdminError(AdminProblem.USER_AMBIGUOUS, query=text[:40], candidates=holders)
+            user = holders[0] if holders else None
         if user is None:
             raise AdminError(AdminProblem.USER_NOT_FOUND, query=text[:40])
         return user

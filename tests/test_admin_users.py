@@ -355,3 +355,29 @@ async def test_listed_admin_in_private_only_with_the_flag(api: FakeBotAPI, tmp_p
         assert "Balance:" not in h.last_text(ADMIN)
     finally:
         await h.close()
+
+
+# --- a username is never read from a stale holder (issue 8, item 3) -------------------------------------------------
+
+async def test_a_renamed_user_is_found_under_the_new_name_and_the_old_holder_loses_it(h: Harness) -> None:
+    await h.send(556, "/start", username="bob", first_name="Bob")
+    # Bob renames himself (the bot doesn't see it yet), and someone else takes @bob and writes to the bot.
+    await h.send(557, "/start", username="bob", first_name="Robert")
+    text = await admin_says(h, "/credit @bob 5 refund")
+    assert "id 557" in text and "556" not in text
+    await h.send(556, "/start", username="bob_new", first_name="Bob")  # Bob writes again, under his new name
+    assert "id 556" in await admin_says(h, "/user @bob_new")
+
+
+async def test_a_username_carried_by_two_known_users_asks_for_the_id(h: Harness) -> None:
+    """Two rows recorded with one username (e.g. from before usernames were kept unique): neither is guessed."""
+    async with h.app.db.transaction() as tx:
+        await users.upsert(tx, 558, "carol", "Carol", "en")
+        await users.upsert(tx, 559, None, "Caroline", "en")
+        await execute(tx, "UPDATE users SET username = 'Carol' WHERE id = 559")
+    before = await snapshot(h)
+    for command in ("/credit @carol 5 refund", "/debit @carol 5 oops", "/user @carol"):
+        text = await admin_says(h, command)
+        assert "558" in text and "559" in text and "Carol" in text and "Caroline" in text
+        assert "Confirm" not in text
+    assert await snapshot(h) == before

@@ -12,7 +12,7 @@ from aiogram.types import Message
 
 from handlers.i18n import Html, Translator
 from handlers.admin.confirm import ask, executes
-from services.admin import Actor, AdminError, AdminService, PendingAction
+from services.admin import Actor, AdminError, AdminProblem, AdminService, PendingAction
 from services.money import AmountError, format_usd, parse_usd
 from services.store import Deposit, DepositStatus, LedgerEntry, LedgerKind, User
 from services.store import users as user_repo
@@ -65,7 +65,12 @@ async def _find_or_say(message: Message, t: Translator, admin: AdminService, que
     try:
         return await admin.find_user(query)
     except AdminError as exc:
-        await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
+        if exc.problem is AdminProblem.USER_AMBIGUOUS:
+            candidates = "\n".join(f"• {c.id} · {escape(c.first_name or '')}" for c in exc.details["candidates"])
+            await message.reply(t("admin.error.user-ambiguous", query=exc.details.get("query", ""),
+                                  candidates=Html(candidates)))
+        else:
+            await message.reply(t("admin.error.user-not-found", query=exc.details.get("query", "")))
         return None
 
 

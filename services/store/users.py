@@ -9,7 +9,12 @@ from services.store.models import User
 
 async def upsert(conn: aiosqlite.Connection, user_id: int, username: str | None, first_name: str,
                  telegram_lang: str | None) -> None:
+    """Record the sender as Telegram shows them now. A username is held by one account at a time, so whoever
+    carried it before (renamed since) loses it here: /credit @name can't reach a stale holder."""
     now = now_ts()
+    if username:
+        await execute(conn, "UPDATE users SET username = NULL, updated_at = ? WHERE lower(username) = lower(?) "
+                            "AND id <> ?", (now, username, user_id))
     await execute(
         conn,
         """
@@ -30,9 +35,12 @@ async def get(conn: aiosqlite.Connection, user_id: int) -> User | None:
     return User.from_row(row) if row else None
 
 
-async def by_username(conn: aiosqlite.Connection, username: str) -> User | None:
-    row = await fetch_one(conn, "SELECT * FROM users WHERE username = ? COLLATE NOCASE", (username.lstrip("@"),))
-    return User.from_row(row) if row else None
+async def by_username(conn: aiosqlite.Connection, username: str) -> list[User]:
+    """Every known user recorded with this username (more than one only from before usernames were kept unique),
+    most recently seen first."""
+    rows = await fetch_all(conn, "SELECT * FROM users WHERE lower(username) = lower(?) ORDER BY updated_at DESC, id",
+                           (username.lstrip("@"),))
+    return [User.from_row(r) for r in rows]
 
 
 async def set_locale(conn: aiosqlite.Connection, user_id: int, locale: str) -> None:
