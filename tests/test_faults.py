@@ -169,6 +169,7 @@ while True:
             os.dup2(out, 2)
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             code = 0
+            sys.argv = [sys.argv[0]]  # the log path is the zygote's argument, not a `python -m bot` command
             try:
                 runpy.run_module("bot", run_name="__main__", alter_sys=True)
             except SystemExit as exc:
