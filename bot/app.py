@@ -236,6 +236,18 @@ async def set_commands(bot: Bot, locales: Locales, admin_chat_id: int | None) ->
                                   scope=BotCommandScopeChat(chat_id=admin_chat_id))
 
 
+async def set_descriptions(bot: Bot, locales: Locales) -> None:
+    """What Telegram shows before a customer taps Start, in each shipped language (the default language without a
+    language code). A text the operator set in @BotFather is kept: only empty ones are filled in."""
+    for code in locales.available:
+        t = locales.get(code)
+        language = None if code == locales.default else code
+        if not (await bot.get_my_description(language_code=language)).description:
+            await bot.set_my_description(t("bot.description"), language_code=language)
+        if not (await bot.get_my_short_description(language_code=language)).short_description:
+            await bot.set_my_short_description(t("bot.short-description"), language_code=language)
+
+
 async def check_admin_chat(bot: Bot, admin_chat_id: int | None) -> None:
     """Say in the log, at start-up, when ADMIN_CHAT_ID can't work as set: unset, upgraded, or without the bot."""
     if admin_chat_id is None:
@@ -287,6 +299,10 @@ async def run(settings: Settings) -> None:
             await set_commands(bot, app.locales, settings.admin_chat_id)
         except Exception:  # noqa: BLE001 - a missing command menu must not stop the bot
             log.warning("could not set the command menu", exc_info=True)
+        try:
+            await set_descriptions(bot, app.locales)
+        except Exception:  # noqa: BLE001 - nor must a missing description
+            log.warning("could not set the bot's description", exc_info=True)
         await check_admin_chat(bot, settings.admin_chat_id)
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))
         tasks.append(asyncio.create_task(delivery.run_forever(), name="delivery"))

@@ -133,3 +133,21 @@ def test_an_unknown_command_is_one_line(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "bot", "strat"], cwd=bot_cwd(env), env=env, capture_output=True,
                             text=True, timeout=60, stdin=subprocess.DEVNULL)
     one_line_error(result, "strat", "--help")
+
+
+async def test_the_bot_describes_itself_in_every_shipped_language_and_keeps_the_operators_text(tmp_path: Path):
+    async with FakeBotAPI() as api:
+        api.short_descriptions[""] = "Acme VPN top-ups"  # what the operator wrote in @BotFather
+        env = bot_env(tmp_path, TELEGRAM_API_URL=api.base_url, PAYMENT_GATEWAY="sandbox", WEB_HOST="127.0.0.1")
+        bot = await BotProcess.start(env, tmp_path / "bot.log")
+        try:
+            await api.wait_for(lambda a: len(a.descriptions) == 2 and "ru" in a.short_descriptions, timeout=30)
+            assert await bot.stop(timeout=10) == 0
+        finally:
+            await bot.kill()
+            print(bot.log())
+    assert api.descriptions[""].startswith("Top up your balance with crypto.")  # English is the default language
+    assert api.descriptions["ru"].startswith("Пополнение баланса криптовалютой.")
+    assert api.short_descriptions["ru"].startswith("Пополнение баланса криптовалютой")
+    assert api.short_descriptions[""] == "Acme VPN top-ups"  # not overwritten
+    assert [c.params.get("language_code") for c in api.calls_of("setMyShortDescription")] == ["ru"]
