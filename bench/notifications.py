@@ -39,7 +39,9 @@ async def run(count: int, rate: float, tmp: Path) -> None:
 
     from bot.delivery import DeliveryWorker
     from handlers.i18n import Locales
-    from services.store import Database, outbox, users
+    from handlers.ui.notifications import NotificationRenderer
+    from services.notifications import BalanceAdjusted, queue
+    from services.store import Database, users
     from services.store.db import fetch_all
     from tests.fakes.bot_api import FakeBotAPI
 
@@ -52,11 +54,11 @@ async def run(count: int, rate: float, tmp: Path) -> None:
             await users.upsert(tx, 20_000 + uid, f"user{uid}", f"User {uid}", "en")
         for i in range(count):
             uid = 20_000 + 1 + i % CHATS
-            await outbox.enqueue(tx, kind="balance_adjusted", chat_id=uid, user_id=uid, dedupe_key=f"bench:{i}",
-                                 payload={"cents": 100, "reason": f"bench#{i}", "balance_cents": 100})
+            await queue(tx, BalanceAdjusted(await users.get(tx, uid), 100, f"bench#{i}", 100), chat_id=uid,
+                        user_id=uid, dedupe_key=f"bench:{i}")
     async with FakeBotAPI(rate_limit_per_second=FAKE_LIMIT) as api:
         bot = Bot("123456:BENCH-token", session=AiohttpSession(api=TelegramAPIServer.from_base(api.base_url)))
-        worker = DeliveryWorker(bot, db, Locales("en"), sandbox=True, global_rate_per_second=rate,
+        worker = DeliveryWorker(bot, db, NotificationRenderer(Locales("en"), sandbox=True), global_rate_per_second=rate,
                                 per_chat_interval_seconds=1.0)
         injected: Counter[int] = Counter()
 

@@ -30,6 +30,7 @@ from bot.redis_state import RedisState, connect_redis, redis_reachable
 from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app, make_runner
 from handlers import admin as admin_handlers
 from handlers import build_routers
+from handlers.ui.notifications import NotificationRenderer
 from services.admin import AdminService
 from services.gateways.base import Gateway, GatewayError
 from services.gateways.cryptomus import CryptomusGateway
@@ -102,6 +103,7 @@ class Application:
     dispatcher: Dispatcher
     matrix: Matrix
     web_app: web.Application
+    renderer: NotificationRenderer
     redis: RedisState | None = None
 
     async def refresh_pairs_forever(self) -> None:
@@ -182,7 +184,8 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
                           trusted_proxies=settings.trusted_proxies, policies=policies or {})
     app = Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher, matrix,
-                      build_web_app(db, gateway, inbox, redis=redis), redis)
+                      build_web_app(db, gateway, inbox, redis=redis),
+                      NotificationRenderer(locales, sandbox=gateway.is_sandbox), redis)
     await app.refresh_pairs_once()
     if not len(matrix):
         await app.close()
@@ -280,8 +283,7 @@ async def run(settings: Settings) -> None:
     except BaseException:
         await bot.session.close()
         raise
-    delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
-                              admin_events=settings.admin_events)
+    delivery = DeliveryWorker(bot, app.db, app.renderer, admin_events=settings.admin_events)
     app.settler.after_commit = delivery.wake
     tasks: list[asyncio.Task[Any]] = []
     allowed_updates = app.dispatcher.resolve_used_update_types()

@@ -14,7 +14,9 @@ from services.gateways.base import PaymentState, PaymentUpdate
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, LedgerKind, User, now_ts
 from services.store import admin as admin_repo
-from services.store import deposits, ledger, outbox, users
+from services import notifications
+from services.notifications import BalanceAdjusted
+from services.store import deposits, ledger, users
 from services.store.db import fetch_all
 
 
@@ -135,9 +137,8 @@ class AdminService:
             fresh = await users.get(tx, user_id)
             assert fresh is not None
             # The user hears of it through the outbox: retried until delivered, and only if this commits.
-            await outbox.enqueue(tx, kind="balance_adjusted", chat_id=user_id, user_id=user_id,
-                                 dedupe_key=f"admin:{pending.token}:notify",
-                                 payload={"cents": cents, "reason": reason, "balance_cents": fresh.balance_cents})
+            await notifications.queue(tx, BalanceAdjusted(fresh, cents, reason, fresh.balance_cents), chat_id=user_id,
+                                      user_id=user_id, dedupe_key=f"admin:{pending.token}:notify")
         return fresh.balance_cents
 
     async def confirm_payment(self, actor: Actor, pending: PendingAction) -> Settlement:

@@ -5,7 +5,7 @@ import aiosqlite
 
 from services.gateways.base import GatewayError
 from services.store import now_ts
-from services.store import outbox
+from services.notifications import AdminGatewayError, queue
 
 ALERT_WINDOW_SECONDS = 600  # at most one alert per gateway and kind of error in this window
 
@@ -15,6 +15,5 @@ async def alert_operator(tx: aiosqlite.Connection, *, admin_chat_id: int | None,
     if admin_chat_id is None:
         return
     window = now_ts() // ALERT_WINDOW_SECONDS
-    await outbox.enqueue(tx, kind="admin_gateway_error", chat_id=admin_chat_id,
-                         dedupe_key=f"gateway-error:{gateway}:{type(error).__name__}:{window}",
-                         payload={"gateway": gateway, "detail": error.operator_detail})
+    await queue(tx, AdminGatewayError(gateway, error.operator_detail), chat_id=admin_chat_id,
+                dedupe_key=f"gateway-error:{gateway}:{type(error).__name__}:{window}")

@@ -16,7 +16,17 @@ from enum import Enum
 import aiosqlite
 
 from services.gateways.base import PaymentState, PaymentUpdate
-from services.store import Database, Deposit, DepositStatus, LedgerKind
+from services.notifications import (
+    AdminDepositExpired,
+    AdminDepositPaid,
+    AdminDepositReview,
+    DepositCard,
+    DepositExpired,
+    DepositPaid,
+    Payload,
+    queue,
+)
+from services.store import Database, Deposit, DepositStatus, LedgerKind, User
 from services.store import coupons, deposits, ledger, outbox, users
 
 log = logging.getLogger(__name__)
@@ -174,16 +184,16 @@ class Settler:
         await deposits.mark_paid(tx, deposit.id, credited_cents=credit, bonus_cents=bonus, txid=update.txid)
         user = await users.get(tx, deposit.user_id)
         balance = user.balance_cents if user else None
-        payload = {"credited_cents": credit, "bonus_cents": bonus, "balance_cents": balance,
-                   "amount_cents": deposit.amount_cents, "bonus_lost": bonus_lost}
-        await outbox.enqueue(tx, kind="deposit_paid", chat_id=deposit.chat_id, user_id=deposit.user_id,
-                             deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid", payload=payload)
-        await self._enqueue_card(tx, deposit, DepositStatus.PAID)
+        fresh = await deposits.get(tx, deposit.id)
+        assert fresh is not None
+        await queue(tx, DepositPaid(fresh, user, credit, bonus, balance, bonus_lost), chat_id=deposit.chat_id,
+                    user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid")
+        await self._enqueue_card(tx, fresh, user)
         review = (update.state is PaymentState.UNDERPAID or credit != deposit.expected_credit_cents
                   or update.note is not None)
-        await self._enqueue_admin(tx, deposit, "admin_deposit_paid", "paid", {
-            **payload, "txid": update.txid, "review": review, "raw_status": update.raw_status, "note": update.note})
-        fresh = await deposits.get(tx, deposit.id)
+        await self._enqueue_admin(tx, fresh, "paid", AdminDepositPaid(
+            fresh, user, credit, bonus, txid=update.txid, review=review, raw_status=update.raw_status,
+            note=update.note))
         return Settlement(Outcome.CREDITED, fresh, credit, bonus, balance)
 
     async def _coupon_bonus(self, tx: aiosqlite.Connection, deposit: Deposit, credit: int) -> tuple[int, bool]:
@@ -218,8 +228,10 @@ class Settler:
         # Polling goes on (the reconciler's schedule, up to an hour past expiry): a payment the gateway still
         # reports after saying `cancel` is credited like any late payment.
         await coupons.release(tx, deposit.id)
-        await self._enqueue_card(tx, deposit, status)
-        return Settlement(Outcome.CLOSED, await deposits.get(tx, deposit.id))
+        fresh = await deposits.get(tx, deposit.id)
+        assert fresh is not None
+        await self._enqueue_card(tx, fresh)
+        return Settlement(Outcome.CLOSED, fresh)
 
     async def expire(self, deposit_id: int) -> bool:
         """Mark an unpaid deposit expired and tell the user to stop paying; polling goes on for late payments."""
@@ -229,10 +241,11 @@ class Settler:
             deposit = await deposits.get(tx, deposit_id)
             assert deposit is not None
             await coupons.release(tx, deposit_id)
-            await outbox.enqueue(tx, kind="deposit_expired", chat_id=deposit.chat_id, user_id=deposit.user_id,
-                                 deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:expired")
-            await self._enqueue_card(tx, deposit, DepositStatus.EXPIRED)
-            await self._enqueue_admin(tx, deposit, "admin_deposit_expired", "expired", {})
+            user = await users.get(tx, deposit.user_id)
+            await queue(tx, DepositExpired(deposit, user), chat_id=deposit.chat_id, user_id=deposit.user_id,
+                        deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:expired")
+            await self._enqueue_card(tx, deposit, user)
+            await self._enqueue_admin(tx, deposit, "expired", AdminDepositExpired(deposit, user))
         log.info("deposit %s expired unpaid", deposit_id)
         if self.after_commit is not None:
             self.after_commit()
@@ -248,24 +261,28 @@ class Settler:
             await coupons.release(tx, deposit_id)
             deposit = await deposits.get(tx, deposit_id)
             assert deposit is not None
-            await self._enqueue_card(tx, deposit, DepositStatus.CANCELLED)
+            await self._enqueue_card(tx, deposit)
         if self.after_commit is not None:
             self.after_commit()
         return True
 
     async def _flag(self, tx: aiosqlite.Connection, deposit: Deposit, key: str, *, reason: str) -> None:
-        await self._enqueue_admin(tx, deposit, "admin_deposit_review", key, {"reason": reason})
+        await self._enqueue_admin(tx, deposit, key, AdminDepositReview(deposit, reason))
 
-    async def _enqueue_card(self, tx: aiosqlite.Connection, deposit: Deposit, status: DepositStatus) -> None:
+    async def _enqueue_card(self, tx: aiosqlite.Connection, deposit: Deposit, user: User | None = None) -> None:
+        """Show the deposit's new status on its card; an older card update still waiting is dropped, so a late retry
+        never puts an outdated status back."""
         if deposit.message_id is None or deposit.message_chat_id is None:
             return
-        await outbox.enqueue(tx, kind="deposit_card", chat_id=deposit.message_chat_id, user_id=deposit.user_id,
-                             deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:card:{status.value}",
-                             payload={"message_id": deposit.message_id})
+        card_key = f"deposit:{deposit.id}:card:"
+        await outbox.supersede(tx, [card_key + status.value for status in DepositStatus if status != deposit.status])
+        if user is None:
+            user = await users.get(tx, deposit.user_id)
+        await queue(tx, DepositCard(deposit, user, deposit.message_id), chat_id=deposit.message_chat_id,
+                    user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=card_key + deposit.status.value)
 
-    async def _enqueue_admin(self, tx: aiosqlite.Connection, deposit: Deposit, kind: str, key: str,
-                             payload: dict[str, object]) -> None:
+    async def _enqueue_admin(self, tx: aiosqlite.Connection, deposit: Deposit, key: str, payload: Payload) -> None:
         if self._admin_chat_id is None:
             return
-        await outbox.enqueue(tx, kind=kind, chat_id=self._admin_chat_id, user_id=deposit.user_id,
-                             deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:admin:{key}", payload=payload)
+        await queue(tx, payload, chat_id=self._admin_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,
+                    dedupe_key=f"deposit:{deposit.id}:admin:{key}")

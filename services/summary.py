@@ -6,6 +6,8 @@ import logging
 from datetime import datetime, timezone
 
 from services.store import Database
+from services import admin_reports
+from services.notifications import AdminDailySummary, queue
 from services.store import outbox
 
 log = logging.getLogger(__name__)
@@ -17,10 +19,13 @@ async def queue_daily_summary(db: Database, *, admin_chat_id: int, hour: int, no
     """Queue today's summary if it is the hour; the date in the dedupe key makes it once a day."""
     if now.hour != hour:
         return False
+    dedupe_key = f"summary:{now.date().isoformat()}"
+    if await outbox.queued(db.reader, dedupe_key):
+        return False  # already queued today: don't count the day again every minute of the hour
+    since = int(now.timestamp()) - DAY_SECONDS
+    stats = await admin_reports.stats(db, since)
     async with db.transaction() as tx:
-        queued = await outbox.enqueue(tx, kind="admin_daily_summary", chat_id=admin_chat_id,
-                                      dedupe_key=f"summary:{now.date().isoformat()}",
-                                      payload={"since": int(now.timestamp()) - DAY_SECONDS})
+        queued = await queue(tx, AdminDailySummary(since, stats), chat_id=admin_chat_id, dedupe_key=dedupe_key)
     return queued is not None
 
 

@@ -25,7 +25,9 @@ from services.money import AmountError, AmountLimits, AmountProblem, check_limit
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons as coupon_repo
-from services.store import deposits, outbox
+from services import notifications
+from services.notifications import AdminManualDeposit
+from services.store import deposits, users
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +188,9 @@ class TopupService:
             assert deposit is not None
             if method == "card" and self._admin_chat_id is not None:
                 # Card payments can't be followed through the API: the operator confirms them by hand.
-                await outbox.enqueue(tx, kind="admin_manual_deposit", chat_id=self._admin_chat_id, user_id=user_id,
-                                     deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:admin:manual")
+                await notifications.queue(tx, AdminManualDeposit(deposit, await users.get(tx, user_id)),
+                                          chat_id=self._admin_chat_id, user_id=user_id, deposit_id=deposit_id,
+                                          dedupe_key=f"deposit:{deposit_id}:admin:manual")
         log.info("deposit %s created at %s: order %s, %s %s/%s for %s cents", deposit_id, self.gateway.name,
                  created.order_id, created.pay_amount, coin, network, amount_cents)
         return deposit

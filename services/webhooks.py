@@ -19,7 +19,9 @@ from services.alerts import ALERT_WINDOW_SECONDS
 from services.gateways.base import Gateway, GatewayError, WebhookReading, WebhookVerdict
 from services.settlement import Outcome, Settler
 from services.store import Database, now_ts
-from services.store import callbacks, deposits, outbox
+from services import notifications
+from services.notifications import AdminWebhookRejected
+from services.store import callbacks, deposits
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +205,6 @@ class RefusalRecord:
                                           samples=list(tally.samples))
             if reason in _ALERTED and self._admin_chat_id is not None:
                 window = now_ts() // ALERT_WINDOW_SECONDS
-                await outbox.enqueue(tx, kind="admin_webhook_rejected", chat_id=self._admin_chat_id,
-                                     dedupe_key=f"webhook-rejected:{source}:{reason}:{window}",
-                                     payload={"source": source, "reason": reason, "ip": client_ip or "?"})
+                await notifications.queue(tx, AdminWebhookRejected(source, reason, client_ip or "?"),
+                                          chat_id=self._admin_chat_id,
+                                          dedupe_key=f"webhook-rejected:{source}:{reason}:{window}")

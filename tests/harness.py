@@ -40,8 +40,7 @@ class Harness:
         self.api = api
         self.app = app
         self.bot = bot
-        self.delivery = DeliveryWorker(bot, app.db, app.locales, sandbox=app.gateway.is_sandbox,
-                                       per_chat_interval_seconds=0, global_rate_per_second=1000,
+        self.delivery = DeliveryWorker(bot, app.db, app.renderer, per_chat_interval_seconds=0, global_rate_per_second=1000,
                                        admin_events=app.settings.admin_events)
 
     @classmethod

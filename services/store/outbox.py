@@ -6,7 +6,7 @@ from typing import Any
 
 import aiosqlite
 
-from services.store.db import execute, fetch_all, insert, now_ts
+from services.store.db import execute, fetch_all, fetch_value, insert, now_ts
 from services.store.models import Notification
 
 
@@ -23,6 +23,20 @@ async def enqueue(conn: aiosqlite.Connection, *, kind: str, chat_id: int, dedupe
         """,
         (kind, chat_id, user_id, deposit_id, json.dumps(payload or {}), dedupe_key, now, now),
     )
+
+
+async def supersede(conn: aiosqlite.Connection, dedupe_keys: list[str]) -> None:
+    """Drop the still-pending notifications with these keys: a newer one says the same thing, more up to date."""
+    if dedupe_keys:
+        await execute(conn, f"""
+            UPDATE notifications SET status = 'failed', last_error = 'superseded by a newer one'
+            WHERE dedupe_key IN ({", ".join("?" * len(dedupe_keys))}) AND status = 'pending'
+        """, dedupe_keys)
+
+
+async def queued(conn: aiosqlite.Connection, dedupe_key: str) -> bool:
+    """Whether a notification with this key was ever queued (sent or not)."""
+    return await fetch_value(conn, "SELECT 1 FROM notifications WHERE dedupe_key = ?", (dedupe_key,)) is not None
 
 
 async def due(conn: aiosqlite.Connection, now: int, limit: int = 50) -> list[Notification]:
