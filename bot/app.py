@@ -65,7 +65,7 @@ async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, dict
     if settings.payment_gateway == "cryptomus":
         if public is None:
             log.warning("PUBLIC_URL is not set: Cryptomus can't call back, payments are confirmed by polling only")
-        gateway = CryptomusGateway(settings.cryptomus_api_url, settings.cryptomus_merchant_id,
+        gateway: Gateway = CryptomusGateway(settings.cryptomus_api_url, settings.cryptomus_merchant_id,
                                    settings.cryptomus_api_key.value,
                                    callback_url=f"{public}/webhooks/cryptomus" if public else None)
         return gateway, {"cryptomus": CallbackPolicy(allowed_sources=settings.cryptomus_webhook_ips)}

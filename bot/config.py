@@ -322,7 +322,7 @@ def _redis_url(text: str) -> Secret:
         if not parsed.hostname or (database and not database.isdigit()):
             raise ConfigError(f"REDIS_URL needs a host and, after it, at most a database number, {hint}")
         try:
-            parsed.port
+            _ = parsed.port  # reading it raises on a port that is not a number
         except ValueError:
             raise ConfigError(f"REDIS_URL has a port that is not a number, {hint}") from None
     return Secret(text)

@@ -173,7 +173,7 @@ async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
         WHERE 1 = 1{since}
         ORDER BY d.created_at, d.id
     """, params) as cursor:
-        while chunk := await cursor.fetchmany(_EXPORT_CHUNK):  # in chunks: the event loop gets turns in between
+        while chunk := list(await cursor.fetchmany(_EXPORT_CHUNK)):  # in chunks: the event loop gets turns in between
             writer.writerows(chunk)  # NULL is written as an empty field
             count += len(chunk)
     return CsvExport(buffer.getvalue().encode("utf-8"), count)

@@ -10,7 +10,6 @@ PAYLOADS, and a case in the renderer (its test fails on a kind it can't render).
 """
 from __future__ import annotations
 
-import json
 import logging
 import types
 from dataclasses import dataclass, fields, is_dataclass

@@ -244,6 +244,8 @@ class PayoutService:
         if payout.status not in RETRYABLE:
             return payout
         tx_hash = None
+        status: str | None
+        detail: str | None
         try:
             answer = await self._gateway.execute_payout(reference=payout.reference, address=payout.address,
                                                         amount=payout.amount, coin=payout.coin,

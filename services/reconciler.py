@@ -122,7 +122,7 @@ class Reconciler:
             log.warning("deposit %s: could not cancel at %s: %s", deposit.id, self._gateway.name, exc.operator_detail)
 
     def _backoff(self, deposit: Deposit) -> int:
-        return min(self._interval * 2 ** min(deposit.check_failures + 1, 10), MAX_BACKOFF_SECONDS)
+        return min(self._interval * (1 << min(deposit.check_failures + 1, 10)), MAX_BACKOFF_SECONDS)
 
     async def _schedule(self, deposit_id: int, at: int | None, *, failed: bool) -> None:
         async with self._db.transaction() as tx:

@@ -104,7 +104,7 @@ class TopupService:
 
     def link_methods(self) -> list[str]:
         """Payment pages offered besides the coins (SMSOnline's extras, when the operator enabled them)."""
-        enabled = getattr(self.gateway, "link_methods", frozenset())
+        enabled: frozenset[str] = getattr(self.gateway, "link_methods", frozenset())
         return [method for method in LINK_METHODS if method in enabled]
 
     def link_method(self, network: str) -> str | None:

@@ -40,8 +40,8 @@ class Harness:
         self.api = api
         self.app = app
         self.bot = bot
-        self.delivery = DeliveryWorker(bot, app.db, app.renderer, per_chat_interval_seconds=0, global_rate_per_second=1000,
-                                       admin_events=app.settings.admin_events)
+        self.delivery = DeliveryWorker(bot, app.db, app.renderer, per_chat_interval_seconds=0,
+                                       global_rate_per_second=1000, admin_events=app.settings.admin_events)
 
     @classmethod
     async def start(cls, api: FakeBotAPI, db_path: Path, *, gateway: Gateway | None = None,

@@ -16,8 +16,9 @@ USERS = range(9001, 9011)
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot", "backup", *args], cwd=str(Path(env["DATABASE_URL"][10:]).parent),
-                          env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-m", "bot", "backup", *args],
+                          cwd=str(Path(env["DATABASE_URL"][10:]).parent), env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
 
 
 def consistent(path: Path) -> tuple[int, int]:
@@ -28,7 +29,8 @@ def consistent(path: Path) -> tuple[int, int]:
         lines = conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
         mismatches = conn.execute("""
             SELECT COUNT(*) FROM (SELECT u.id FROM users u LEFT JOIN ledger l ON l.user_id = u.id
-                                  GROUP BY u.id HAVING u.balance_cents <> COALESCE(SUM(l.amount_cents), 0))""").fetchone()[0]
+                                  GROUP BY u.id HAVING u.balance_cents <> COALESCE(SUM(l.amount_cents), 0))
+        """).fetchone()[0]
         return lines, mismatches
     finally:
         conn.close()

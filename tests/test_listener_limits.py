@@ -68,7 +68,8 @@ async def served(db: Database, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         await gateway.close()
 
 
-HEAD = b"POST /webhooks/cryptomus HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+HEAD = (b"POST /webhooks/cryptomus HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n")
 
 
 async def test_a_body_that_stalls_gets_408_and_the_connection_is_released(served: Served):

@@ -42,7 +42,7 @@ class NotificationRenderer:
         self._sandbox = sandbox
 
     def translator(self, payload: Payload) -> Translator:
-        """Staff lines in the admin chat's language; a customer's in their own, as the rest of the bot speaks to them."""
+        """Staff lines in the admin chat's language; a customer's in their own, as the bot speaks to them elsewhere."""
         user = payload.reader()
         if user is None:
             return self._locales.for_admin()

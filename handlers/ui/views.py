@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import time
 from datetime import datetime, timezone
+from typing import Protocol
 
 import segno
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
@@ -27,10 +28,20 @@ from handlers.ui.callbacks import (
 from services.coupons import CouponChoice
 from services.matrix import LINK_METHODS, network_title
 from services.money import format_crypto, format_usd
-from services.store import Deposit, DepositStatus, User
+from services.store import Deposit, DepositStatus
 
 
-def user_label(user: User | None, user_id: int) -> str:
+class Named(Protocol):
+    """Anything that names a user: a User, or a deposit row with its user's names."""
+
+    @property
+    def username(self) -> str | None: ...
+
+    @property
+    def first_name(self) -> str: ...
+
+
+def user_label(user: Named | None, user_id: int) -> str:
     """How staff see a user: @username (id), else first name (id)."""
     if user is not None and user.username:
         return f"@{user.username} ({user_id})"

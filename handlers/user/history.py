@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiogram import F, Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from handlers.i18n import Translator
 from handlers.ui import views
@@ -17,7 +17,7 @@ from services.store import deposits
 PAGE_SIZE = 5
 
 
-async def _page(db: Database, t: Translator, user_id: int, page: int) -> tuple[str, object] | None:
+async def _page(db: Database, t: Translator, user_id: int, page: int) -> tuple[str, InlineKeyboardMarkup] | None:
     total = await deposits.count_for_user(db.reader, user_id)
     pages = max(1, -(-total // PAGE_SIZE))
     if not 0 <= page < pages:

@@ -284,7 +284,8 @@ class CryptomusGateway:
                 continue
             pair = Pair(coin.upper(), network)
             pairs.add(pair)
-            limit = service.get("limit") if isinstance(service.get("limit"), dict) else {}
+            raw_limit = service.get("limit")
+            limit = raw_limit if isinstance(raw_limit, dict) else {}
             limits[pair] = PairLimits(parse_decimal(limit.get("min_amount")), parse_decimal(limit.get("max_amount")))
         self.pairs = frozenset(pairs)
         self.limits = limits
@@ -314,8 +315,9 @@ def _paid_usd_cents(data: dict[str, Any]) -> tuple[int | None, str | None]:
 def _message(answer: Any) -> str:
     if not isinstance(answer, dict):
         return ""
-    if isinstance(answer.get("message"), str):
-        return answer["message"][:300]
+    message = answer.get("message")
+    if isinstance(message, str):
+        return message[:300]
     errors = answer.get("errors")
     if isinstance(errors, dict):
         return "; ".join(f"{field}: {', '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"

@@ -333,7 +333,8 @@ def _first_str(data: dict[str, Any], *keys: str) -> str | None:
 def _message(answer: Any) -> str:
     if isinstance(answer, dict):
         for key in ("message", "error", "errorMessage"):
-            if isinstance(answer.get(key), str):
-                return answer[key][:300]
+            value = answer.get(key)
+            if isinstance(value, str):
+                return value[:300]
     return ""
 

@@ -304,6 +304,7 @@ def _describe(body: Any) -> str:
     """A short, log-safe description of an error body: the message fields the reference suggests, else the raw text."""
     if isinstance(body, dict):
         for key in ("errorMessage", "message", "error"):
-            if isinstance(body.get(key), str):
-                return body[key][:300]
+            value = body.get(key)
+            if isinstance(value, str):
+                return value[:300]
     return repr(body)[:300]

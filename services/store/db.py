@@ -95,6 +95,7 @@ class Database:
         assert self._writer is not None
         async with self._writer.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
+        assert row is not None
         return int(row[0])
 
     @asynccontextmanager
