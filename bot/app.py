@@ -40,6 +40,7 @@ from services.gateways.smsonline import SMSOnlineGateway
 from services.matrix import Matrix
 from services.payouts import PayoutService
 from services.reconciler import Reconciler
+from services.redact import register_secret
 from services.settlement import Settler
 from services.webhooks import CallbackInbox, CallbackPolicy
 from services.store import Database
@@ -73,6 +74,7 @@ async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, dict
         # Its callbacks are unsigned: a secret in the URL keeps strangers from even triggering a look-up.
         token = (settings.smartcloudpay_callback_token.value if settings.smartcloudpay_callback_token
                  else await get_or_create_secret(db, "smartcloudpay_callback_token"))
+        register_secret(token)
         if public is None:
             log.warning("PUBLIC_URL is not set: Smart CloudPay can't call back, payments are confirmed by polling only")
         gateway = SmartCloudPayGateway(
@@ -85,6 +87,11 @@ async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, dict
 
 
 def build_bot(settings: Settings) -> Bot:
+    # Every configured secret, masked in every log record from here on (services/redact.py).
+    register_secret(settings.bot_token.value, settings.smsonline_api_key.value, settings.cryptomus_api_key.value,
+                    settings.smartcloudpay_api_key.value,
+                    *(s.value for s in (settings.smartcloudpay_callback_token, settings.telegram_webhook_secret,
+                                        settings.redis_url) if s is not None))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     return Bot(settings.bot_token.value, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
 
@@ -348,6 +355,7 @@ async def attach_telegram_webhook(app: Application, bot: Bot) -> str:
     """Serve Telegram's updates on the listener; returns the secret Telegram must send with each one."""
     configured = app.settings.telegram_webhook_secret
     secret = configured.value if configured else await get_or_create_secret(app.db, "telegram_webhook_secret")
+    register_secret(secret)
     # The update is handled before Telegram gets its 200: an instance killed half-way leaves the update
     # unanswered and Telegram sends it again (to any instance), instead of it being lost in a background task.
     SimpleRequestHandler(dispatcher=app.dispatcher, bot=bot, secret_token=secret,

@@ -31,6 +31,7 @@ from services.gateways.base import (
     WebhookVerdict,
 )
 from services.gateways.http import GatewayHttp
+from services.redact import register_secret
 from services.matrix import GATEWAY_NETWORK_CODES, Pair, all_pairs, gateway_network, network_from_gateway
 from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
 
@@ -86,6 +87,7 @@ class CryptomusGateway:
         self._base = api_url.rstrip("/")
         self._merchant = merchant_id
         self._key = payment_key
+        register_secret(payment_key)
         self._callback_url = callback_url
         self._http = GatewayHttp("Cryptomus", timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()

@@ -12,7 +12,7 @@ import logging
 import time
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from services.gateways.base import (
     CreatedDeposit,
@@ -28,6 +28,7 @@ from services.gateways.base import (
     WebhookVerdict,
 )
 from services.gateways.http import GatewayHttp
+from services.redact import register_secret
 from services.matrix import GATEWAY_NETWORK_CODES, Pair, gateway_network
 from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
 
@@ -54,6 +55,8 @@ class SmartCloudPayGateway:
             self._headers["Origin"] = origin
         self._email = notification_email
         self._callback_url = callback_url
+        # The key, and the callback token our URL carries: invoice answers echo that URL.
+        register_secret(api_key, *parse_qs(urlsplit(callback_url or "").query).get("token", []))
         self._http = GatewayHttp("Smart CloudPay", timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()
         self.pairs = pairs

@@ -28,6 +28,7 @@ from services.gateways.base import (
     PaymentUpdate,
 )
 from services.gateways.http import GatewayHttp
+from services.redact import register_secret
 from services.matrix import SUPPORTED_MATRIX, Pair
 from services.money import decimal_to_cents, parse_decimal
 
@@ -82,6 +83,7 @@ class SMSOnlineGateway:
         self.page_accepts_coupon_codes = self._v2_base is None
         self._user_id = user_id
         self._api_key = api_key
+        register_secret(api_key)
         self._http = GatewayHttp("SMSOnline", timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()
         self.health = GatewayHealth()

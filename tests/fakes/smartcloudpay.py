@@ -381,8 +381,9 @@ class FakeSmartCloudPay(FakeServer):
         self.invoices[invoice_id] = inv
 
         # ASSUMPTION: the real response is undocumented. Shapes selectable via create_shape.
+        # The invoice answer echoes our callback URL, token included (seen by the security review, issue 8).
         fields = {k: inv[k] for k in ("invoice_id", "address", "amount", "totalusd", "currency", "network", "status",
-                                      "expires_at", "payment_url")}
+                                      "expires_at", "payment_url", "callback_url")}
         if self.create_shape == "flat":
             flat = {"id": fields.pop("invoice_id"), **fields}
             return web.json_response({"success": True, **flat})
