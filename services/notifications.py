@@ -34,6 +34,7 @@ class NotificationKind(str, Enum):
     DEPOSIT_PAID = "deposit_paid"
     DEPOSIT_EXPIRED = "deposit_expired"
     DEPOSIT_CARD = "deposit_card"            # edit the deposit's card to show its new status
+    DEPOSIT_INTERRUPTED = "deposit_interrupted"  # edit "Creating your deposit..." after a crash lost the creation
     BALANCE_ADJUSTED = "balance_adjusted"
     ADMIN_DEPOSIT_PAID = "admin_deposit_paid"
     ADMIN_DEPOSIT_EXPIRED = "admin_deposit_expired"
@@ -93,6 +94,19 @@ class DepositCard(Payload):
     deposit: Deposit
     user: User | None
     message_id: int
+
+    def reader(self) -> User | None:
+        return self.user
+
+
+@dataclass(frozen=True)
+class DepositInterrupted(Payload):
+    """The creation was lost (the process died during the gateway call): nothing was created, try again."""
+
+    kind = NotificationKind.DEPOSIT_INTERRUPTED
+    deposit: Deposit
+    user: User | None
+    message_id: int  # the "Creating your deposit..." message
 
     def reader(self) -> User | None:
         return self.user
@@ -191,7 +205,7 @@ class AdminGatewayError(Payload):
 
 
 PAYLOADS: dict[NotificationKind, type[Payload]] = {cls.kind: cls for cls in (
-    DepositPaid, DepositExpired, DepositCard, BalanceAdjusted, AdminDepositPaid, AdminDepositExpired,
+    DepositPaid, DepositExpired, DepositCard, DepositInterrupted, BalanceAdjusted, AdminDepositPaid, AdminDepositExpired,
     AdminDepositReview, AdminManualDeposit, AdminDailySummary, AdminWebhookRejected, AdminGatewayError)}
 
 

@@ -12,12 +12,16 @@ from services.alerts import alert_operator
 from services.gateways.base import Gateway, GatewayError, GatewayMisconfigured
 from services.settlement import Outcome, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
-from services.store import coupons, deposits
+from services import notifications
+from services.notifications import DepositInterrupted
+from services.store import coupons, deposits, users
 
 log = logging.getLogger(__name__)
 
 LATE_PAYMENT_GRACE_SECONDS = 60 * 60   # keep polling this long past expiry: late transfers still settle
-STUCK_CREATION_SECONDS = 10 * 60       # a 'creating' row this old lost its gateway call (crash, shutdown)
+# A 'creating' row this old lost its gateway call (crash, shutdown): three times a gateway call's 20 s timeout, so
+# a creation still in flight in another instance is never taken for lost. The first pass after a restart finds it.
+STUCK_CREATION_SECONDS = 60
 MAX_BACKOFF_SECONDS = 15 * 60
 
 
@@ -135,4 +139,12 @@ class Reconciler:
                                              only_from=(DepositStatus.CREATING,),
                                              failure_reason="create: interrupted"):
                     await coupons.release(tx, deposit.id)
+                    if deposit.message_id is not None and deposit.message_chat_id is not None:
+                        # The user still sees "Creating your deposit...": tell them nothing was created.
+                        user = await users.get(tx, deposit.user_id)
+                        await notifications.queue(tx, DepositInterrupted(deposit, user, deposit.message_id),
+                                                  chat_id=deposit.message_chat_id, user_id=deposit.user_id,
+                                                  deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:interrupted")
                     report.abandoned += 1
+                    log.info("deposit %s: creation interrupted (a restart?); marked failed, coupon released",
+                             deposit.id)

@@ -129,10 +129,12 @@ class TopupService:
                                    gateway_takes_codes=takes_codes)
 
     async def create_deposit(self, *, user_id: int, chat_id: int, coin: str, network: str, amount_cents: int,
-                             coupon_code: str | None) -> Deposit:
+                             coupon_code: str | None, creating_message: tuple[int, int] | None = None) -> Deposit:
         """Reserve the deposit and its coupon locally, ask the gateway, then record what it gave.
 
         Raises AmountError, CouponError or TopupError; in every case nothing is left that looks created.
+        `creating_message` (chat id, message id) is what the user sees meanwhile: if the process dies before the
+        gateway answers, the reconciler edits it to say so (Reconciler.abandon_stuck_creations).
         """
         if not self.offers(coin, network):
             raise TopupError(TopupProblem.PAIR_UNAVAILABLE)
@@ -154,7 +156,8 @@ class TopupService:
             deposit_id = await deposits.reserve(
                 tx, user_id=user_id, chat_id=chat_id, gateway=self.gateway.name, coin=coin, network=network,
                 amount_cents=amount_cents, coupon_id=choice.coupon.id if choice and choice.coupon else None,
-                gateway_coupon=choice.code if choice and choice.is_gateway_code else None, method=method)
+                gateway_coupon=choice.code if choice and choice.is_gateway_code else None, method=method,
+                message=creating_message)
             if choice is not None and choice.coupon is not None:
                 # Rolling back removes the reservation too, so a lost race leaves nothing behind.
                 if not await coupon_repo.hold(tx, choice.coupon.id, user_id, deposit_id):

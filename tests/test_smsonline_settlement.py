@@ -491,7 +491,7 @@ async def test_creation_lost_in_a_crash_is_abandoned_after_restart(db, fake, tmp
     await reopened.connect()
     second = wire(reopened, fake.base_url)
     try:
-        assert (await second.reconciler.run_once(now=now_ts() + 60)).abandoned == 0  # may still be in flight
+        assert (await second.reconciler.run_once(now=now_ts() + 30)).abandoned == 0  # may still be in flight
         report = await second.reconciler.run_once(now=now_ts() + 3600)
         assert report.abandoned == 1
         assert (await deposit(reopened, lost)).status is DepositStatus.FAILED

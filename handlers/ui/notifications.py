@@ -21,6 +21,7 @@ from services.notifications import (
     BalanceAdjusted,
     DepositCard,
     DepositExpired,
+    DepositInterrupted,
     DepositPaid,
     Payload,
 )
@@ -63,6 +64,8 @@ class NotificationRenderer:
                 return Outgoing(views.deposit_caption(t, deposit, sandbox=self._sandbox),
                                 views.deposit_keyboard(t, deposit, sandbox=self._sandbox),
                                 edit_message_id=payload.message_id, caption=not deposit.is_link)
+            case DepositInterrupted():
+                return Outgoing(t("topup.interrupted"), views.main_menu(t), edit_message_id=payload.message_id)
             case BalanceAdjusted():
                 key = "admin.users.notify-debit" if payload.cents < 0 else "admin.users.notify-credit"
                 return Outgoing(t(key, amount=format_usd(abs(payload.cents)),

@@ -249,7 +249,8 @@ async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, to
     try:
         deposit = await topup.create_deposit(
             user_id=cb.from_user.id, chat_id=cb.message.chat.id, coin=data["coin"], network=data["network"],
-            amount_cents=int(data["amount_cents"]), coupon_code=coupon.get("code"))
+            amount_cents=int(data["amount_cents"]), coupon_code=coupon.get("code"),
+            creating_message=(cb.message.chat.id, cb.message.message_id))
     except CouponError as exc:
         await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True, prefix=_coupon_error(t, exc))
         return

@@ -15,16 +15,19 @@ _OPEN = "status IN ('creating', 'pending', 'expired', 'cancelled')"
 
 async def reserve(conn: aiosqlite.Connection, *, user_id: int, chat_id: int, gateway: str, coin: str,
                   network: str, amount_cents: int, coupon_id: int | None, gateway_coupon: str | None,
-                  method: str = "wallet") -> int:
+                  method: str = "wallet", message: tuple[int, int] | None = None) -> int:
+    """`message` (chat id, message id): the "Creating your deposit..." message, edited if the creation is lost."""
     now = now_ts()
+    message_chat_id, message_id = message if message is not None else (None, None)
     deposit_id = await insert(
         conn,
         """
         INSERT INTO deposits (user_id, chat_id, gateway, status, coin, network, amount_cents, coupon_id,
-                              gateway_coupon, method, created_at, updated_at)
-        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?)
+                              gateway_coupon, method, message_chat_id, message_id, created_at, updated_at)
+        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
-        (user_id, chat_id, gateway, coin, network, amount_cents, coupon_id, gateway_coupon, method, now, now),
+        (user_id, chat_id, gateway, coin, network, amount_cents, coupon_id, gateway_coupon, method,
+         message_chat_id, message_id, now, now),
     )
     assert deposit_id is not None
     return deposit_id
