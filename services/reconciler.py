@@ -8,12 +8,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from services import notifications
 from services.alerts import alert_operator
 from services.gateways.base import Gateway, GatewayError, GatewayMisconfigured
+from services.notifications import DepositInterrupted
 from services.settlement import Outcome, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
-from services import notifications
-from services.notifications import DepositInterrupted
 from services.store import coupons, deposits, users
 
 log = logging.getLogger(__name__)
