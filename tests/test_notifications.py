@@ -30,7 +30,6 @@ SAMPLES: list[Payload] = [
     notifications.DepositPaid(DEPOSIT, ALICE, 1000, 50, 1050, bonus_lost=False),
     notifications.DepositExpired(DEPOSIT, ALICE),
     notifications.DepositCard(DEPOSIT, ALICE, 11),
-    notifications.DepositInterrupted(DEPOSIT, ALICE, 12),
     notifications.BalanceAdjusted(ALICE, -250, "refund of an order", 800),
     notifications.AdminDepositPaid(DEPOSIT, None, 1000, 50, txid="0xfeed", review=True, raw_status="paid_over",
                                    note="paid 12.00 USD"),
@@ -41,6 +40,7 @@ SAMPLES: list[Payload] = [
                                                          (PairSum("USDT", "TRON", 1, 1000, 50),))),
     notifications.AdminWebhookRejected("heleket", "bad_signature", "203.0.113.9", 12),
     notifications.AdminGatewayError("cryptomus", "401: wrong API key"),
+    notifications.DepositInterrupted(DEPOSIT, ALICE, 12),
 ]
 
 
