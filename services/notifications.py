@@ -206,7 +206,8 @@ class AdminGatewayError(Payload):
 
 PAYLOADS: dict[NotificationKind, type[Payload]] = {cls.kind: cls for cls in (
     DepositPaid, DepositExpired, DepositCard, DepositInterrupted, BalanceAdjusted, AdminDepositPaid,
-    AdminDepositExpired, AdminDepositReview, AdminManualDeposit, AdminDailySummary, AdminWebhookRejected, AdminGatewayError)}
+    AdminDepositExpired, AdminDepositReview, AdminManualDeposit, AdminDailySummary, AdminWebhookRejected,
+    AdminGatewayError)}
 
 
 # --- writing ---
