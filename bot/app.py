@@ -207,12 +207,16 @@ _NOT_MODIFIED = "message is not modified"
 _NOT_EDITABLE = ("there is no text in the message to edit", "message can't be edited", "message to edit not found")
 
 
-async def on_error(event: ErrorEvent, locales: Locales) -> bool:
+async def on_error(event: ErrorEvent, locales: Locales, admin_access: AdminAccess) -> bool:
     """Log any handler failure and tell the user something went wrong, instead of leaving them hanging."""
     update = event.update
     sender = (update.message or update.callback_query or update.edited_message)
     user = getattr(sender, "from_user", None)
-    t = locales.get(locales.pick(None, getattr(user, "language_code", None)))
+    message = update.callback_query.message if update.callback_query is not None else update.message
+    if message is not None and message.chat.id == admin_access.admin_chat_id:
+        t = locales.for_admin()  # the admin chat speaks one language, its failures too
+    else:
+        t = locales.get(locales.pick(None, getattr(user, "language_code", None)))
     exc = event.exception
     if isinstance(exc, TelegramBadRequest) and update.callback_query is not None:
         if _NOT_MODIFIED in exc.message:

@@ -122,3 +122,14 @@ async def test_gateway_on_smsonline_says_not_reported_for_a_missing_balance_fiel
             assert "Account balance:" in text and "not reported" in text and "?" not in text
         finally:
             await h.close()
+
+
+async def test_a_failure_in_the_admin_chat_is_reported_in_admin_locale(api, tmp_path):
+    h = await start(api, tmp_path, ADMIN_LOCALE="ru")
+    try:
+        await h.send(ADMIN, "/credit 555 5 goodwill", chat_id=CHAT, language_code="en")
+        api.fail_next("editMessageText", status=400, description="Bad Request: something unexpected")
+        await h.tap(ADMIN, "Подтвердить", chat_id=CHAT, language_code="en")
+        assert h.toasts()[-1].startswith("⚠️ Что-то пошло не так")
+    finally:
+        await h.close()
