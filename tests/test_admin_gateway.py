@@ -302,6 +302,12 @@ async def test_gateway_shows_smart_cloudpays_own_payout_list(h, scp):
     assert scp.requests_to("/payout/history")[-1].query == {"limit": "5"}
 
 
+async def test_a_wallet_without_a_network_says_not_reported_not_a_question_mark(h, scp):
+    scp.wallets.append({"address": "TQn9Y2khEsLJW1ChVWFMSMeRDow5KcbLSE"})
+    text = await say(h, CHAT_ADMIN, "/gateway")
+    assert "TQn9Y2khEsLJW1ChVWFMSMeRDow5KcbLSE" in text and "not reported" in text and "?" not in text
+
+
 async def test_a_failing_ip_check_or_payout_list_is_a_line_not_a_failure(h, scp):
     scp.fail_next("/public/check-ip", status=502)
     scp.fail_next("/payout/history", status=500)

@@ -118,7 +118,8 @@ async def _wallets(t: Translator, gateway: SmartCloudPayGateway) -> str:
     if not wallets:
         return t("admin.gateway.no-wallets")
     return "\n".join([t("admin.gateway.wallets"),
-                      *(t("admin.gateway.wallet", network=network, address=address) for network, address in wallets)])
+                      *(t("admin.gateway.wallet", network=network or _none(t), address=address)
+                        for network, address in wallets)])
 
 
 async def _outgoing_ip(t: Translator, gateway: SmartCloudPayGateway) -> str:

@@ -249,7 +249,7 @@ class SmartCloudPayGateway:
         found = []
         for item in items:
             if isinstance(item, dict):
-                network = _first_str(item, "network", "chain", "currency") or "?"
+                network = _first_str(item, "network", "chain", "currency") or ""  # "": not reported
                 address = _first_str(item, "address", "wallet_address", "wallet")
                 if address:
                     found.append((network[:32], address[:128]))
