@@ -30,6 +30,14 @@ def main() -> int:
         from bot.backup import run_backup
 
         return run_backup(args[1:])
+    if args[:1] == ["copy-to-postgres"]:
+        from bot.cli import run_copy_to_postgres
+
+        return run_copy_to_postgres(args[1:])
+    if args[:1] == ["migrate"]:
+        from bot.cli import run_migrate
+
+        return run_migrate(args[1:])
     if args:
         print(f"Unknown command {args[0]!r}; `python -m bot --help` lists the commands and settings", file=sys.stderr)
         return 2

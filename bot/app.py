@@ -44,6 +44,7 @@ from services.redact import register_secret
 from services.settlement import Settler
 from services.webhooks import CallbackInbox, CallbackPolicy
 from services.store import Database
+from services.store.db import DatabaseUnreachable, SchemaTooNew
 from services.store.settings import get_or_create_secret
 from services.summary import daily_summary_forever
 from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService, UserLimits
@@ -140,15 +141,23 @@ class Application:
 
 
 async def open_database(settings: Settings) -> Database:
-    """The database, created and migrated; a file that can't be opened is a ConfigError naming DATABASE_URL."""
-    db = Database(settings.database_path)
+    """The database, created and migrated; one that can't be opened (or that newer code migrated further) is a
+    ConfigError naming DATABASE_URL, never with its password."""
+    db = Database(settings.database_url)
     try:
         await db.connect()
+    except (SchemaTooNew, DatabaseUnreachable) as exc:
+        await db.close()
+        raise ConfigError(f"DATABASE_URL: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any engine's refusal becomes one line (the URL may hold a password)
         await db.close()
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise ConfigError(f"DATABASE_URL: cannot open the database {settings.database_path} ({reason}); point it at "
-                          "a file the bot may create and write, e.g. sqlite:///data/bot.sqlite3") from None
+        if db.dialect == "sqlite":
+            raise ConfigError(f"DATABASE_URL: cannot open the database {settings.database_url.path} ({reason}); "
+                              "point it at a file the bot may create and write, e.g. sqlite:///data/bot.sqlite3"
+                              ) from None
+        raise ConfigError(f"DATABASE_URL: cannot use the database {settings.database_url.safe()} ({reason})"
+                          ) from None
     return db
 
 
@@ -302,7 +311,7 @@ async def run(settings: Settings) -> None:
 
     async def on_startup() -> None:
         me = await bot.get_me()
-        log.info("bot @%s started; gateway %s; database %s", me.username, app.gateway.name, settings.database_path)
+        log.info("bot @%s started; gateway %s; database %s", me.username, app.gateway.name, app.db.describe())
         if webhook_secret is not None:
             await bot.set_webhook(f"{settings.public_url}{TELEGRAM_WEBHOOK_PATH}", secret_token=webhook_secret,
                                   allowed_updates=allowed_updates, drop_pending_updates=False)

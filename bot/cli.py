@@ -1,17 +1,16 @@
-"""`python -m bot coupons ...`: operator commands that need only the database (no bot token, no Telegram)."""
+"""`python -m bot coupons ...`, `migrate`: operator commands that need only the database (no bot token, no Telegram)."""
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 from services.coupons import CouponSpecError, CouponSpecProblem, add_coupon, parse_coupon_spec
 from services.money import format_usd
 from services.store import Coupon, CouponKind, Database
 from services.store import coupons as coupon_repo
-from services.store.db import path_from_url
+from services.store.db import DEFAULT_DATABASE_URL, DatabaseUnreachable, DatabaseURL, SchemaTooNew
 
 USAGE = """usage:
   python -m bot coupons add CODE 10% [USES] [until YYYY-MM-DD] [min AMOUNT]
@@ -32,20 +31,90 @@ SPEC_PROBLEMS = {
 }
 
 
-def run_coupons(args: list[str]) -> int:
+def database_url() -> DatabaseURL | None:
+    """DATABASE_URL from the environment, or None after printing what is wrong with it."""
     try:
-        path = path_from_url(os.environ.get("DATABASE_URL", "sqlite:///data/bot.sqlite3").strip())
+        return DatabaseURL.parse(os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
     except ValueError as exc:
         print(f"Configuration error: DATABASE_URL: {exc}", file=sys.stderr)
+        return None
+
+
+def run_migrate(args: list[str]) -> int:
+    """`python -m bot migrate`: bring the schema up to date and stop (a one-shot step before starting instances)."""
+    if args:
+        print("usage: python -m bot migrate", file=sys.stderr)
+        return 2
+    url = database_url()
+    if url is None:
+        return 2
+    return asyncio.run(_migrate(url))
+
+
+async def _migrate(url: DatabaseURL) -> int:
+    db = Database(url)
+    try:
+        await db.connect()  # connecting migrates, under the engine's migration lock
+        version = await db.schema_version()
+    except (SchemaTooNew, DatabaseUnreachable) as exc:
+        print(f"Not migrated: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    print(f"{db.describe()}: schema version {version}")
+    return 0
+
+
+COPY_USAGE = """usage: DATABASE_URL=postgresql://… python -m bot copy-to-postgres [SQLITE_FILE]
+  Copies the SQLite database (default data/bot.sqlite3) into the empty PostgreSQL database DATABASE_URL names,
+  checks every balance against its ledger, and commits only if all of it went over. Stop the bot first."""
+
+
+def run_copy_to_postgres(args: list[str]) -> int:
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print(COPY_USAGE, file=sys.stderr)
+        return 2
+    target = database_url()
+    if target is None:
+        return 2
+    if target.dialect != "postgresql":
+        print(f"Configuration error: DATABASE_URL must name the PostgreSQL database to copy into\n{COPY_USAGE}",
+              file=sys.stderr)
+        return 2
+    try:
+        source = DatabaseURL.parse(args[0] if args else DEFAULT_DATABASE_URL)
+    except ValueError as exc:
+        print(f"Not copied: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_copy_to_postgres(source, target))
+
+
+async def _copy_to_postgres(source: DatabaseURL, target: DatabaseURL) -> int:
+    from services.store.transfer import CopyRefused, copy_sqlite_to_postgres
+
+    try:
+        report = await copy_sqlite_to_postgres(source, target, progress=print)
+    except (CopyRefused, SchemaTooNew, DatabaseUnreachable) as exc:
+        print(f"Not copied: {exc}", file=sys.stderr)
+        return 1
+    print(f"Copied {sum(report.rows.values())} rows from {source.safe()} to {target.safe()}; {report.users} users, "
+          f"balances {format_usd(report.balance_cents)} in all, each equal to its ledger sum. "
+          f"Set DATABASE_URL to the PostgreSQL URL and start the bot.")
+    return 0
+
+
+def run_coupons(args: list[str]) -> int:
+    url = database_url()
+    if url is None:
         return 2
     if not args or args[0] not in ("add", "list", "disable", "enable"):
         print(USAGE, file=sys.stderr)
         return 2
-    return asyncio.run(_coupons(path, args[0], args[1:]))
+    return asyncio.run(_coupons(url, args[0], args[1:]))
 
 
-async def _coupons(path: Path, command: str, args: list[str]) -> int:
-    db = Database(path)
+async def _coupons(url: DatabaseURL, command: str, args: list[str]) -> int:
+    db = Database(url)
     await db.connect()
     try:
         if command == "add":

@@ -4,12 +4,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlparse
 
 from services.matrix import GATEWAY_NETWORK_CODES, ConfigPairError, Pair, parse_pair_filter
 from services.money import AmountError, AmountLimits, parse_usd
-from services.store.db import path_from_url
+from services.store.db import DEFAULT_DATABASE_URL, DatabaseURL
 from services.webhooks import IPNetwork, parse_networks
 
 GATEWAYS = ("sandbox", "smsonline", "cryptomus", "smartcloudpay")
@@ -38,7 +37,7 @@ class Secret:
 class Settings:
     bot_token: Secret
     telegram_api_url: str = "https://api.telegram.org"
-    database_path: Path = Path("data/bot.sqlite3")
+    database_url: DatabaseURL = field(default_factory=lambda: DatabaseURL.parse(DEFAULT_DATABASE_URL))
     admin_chat_id: int | None = None
     admin_user_ids: frozenset[int] = frozenset()
     payment_gateway: str = "sandbox"
@@ -177,10 +176,10 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         raise ConfigError(f"ALLOWED_PAIRS: {exc}; write pairs like USDT:TRON,USDT:BSC,BTC") from None
 
     try:
-        database_path = path_from_url(get("DATABASE_URL", "sqlite:///data/bot.sqlite3"))
+        database_url = DatabaseURL.parse(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
     except ValueError as exc:
         raise ConfigError(f"DATABASE_URL: {exc}") from None
-    if database_path.name in ("", ".", ".."):
+    if database_url.path is not None and database_url.path.name in ("", ".", ".."):
         raise ConfigError("DATABASE_URL names no file; write it like sqlite:///data/bot.sqlite3")
 
     redis_url = _redis_url(get("REDIS_URL")) if get("REDIS_URL") else None
@@ -202,7 +201,7 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     return Settings(
         bot_token=Secret(token),
         telegram_api_url=_http_url(get("TELEGRAM_API_URL", "https://api.telegram.org"), "TELEGRAM_API_URL"),
-        database_path=database_path,
+        database_url=database_url,
         admin_chat_id=admin_chat_id,
         admin_user_ids=frozenset(_int(part, "ADMIN_USER_IDS", hint="comma-separated numeric Telegram user ids")
                                  for part in get("ADMIN_USER_IDS").replace(" ", "").split(",") if part),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 
 from aiogram import Bot
@@ -28,6 +27,7 @@ from services import notifications
 from services.notifications import Queued
 from services.store import Database, now_ts
 from services.store import outbox
+from services.store.db import store_busy_errors
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class DeliveryWorker:
             try:
                 async with self._db.transaction() as tx:
                     await outbox.mark_sent(tx, notification_id)
-            except sqlite3.OperationalError as exc:
+            except store_busy_errors() as exc:
                 log.warning("notification %s was delivered but can't be recorded yet (%s); will retry", notification_id,
                             exc)
                 return

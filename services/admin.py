@@ -17,7 +17,7 @@ from services.store import admin as admin_repo
 from services import notifications
 from services.notifications import BalanceAdjusted
 from services.store import deposits, ledger, users
-from services.store.db import fetch_all
+from services.store.db import fetch_all, retry_on_deadlock
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ class AdminService:
 
     # --- money ---
 
+    @retry_on_deadlock
     async def adjust_balance(self, actor: Actor, pending: PendingAction) -> int:
         """Credit or debit as confirmed; returns the new balance. Never below zero unless the operator allows it."""
         user_id = int(pending.payload["user_id"])
@@ -125,17 +126,18 @@ class AdminService:
         async with self.db.transaction() as tx:
             if not await admin_repo.use_confirmation(tx, pending.token, actor.id):
                 raise AdminError(AdminProblem.CONFIRM_USED)
-            user = await users.get(tx, user_id)
-            if user is None:
+            try:  # checked against the balance with the user's row locked: two debits at once can't both pass
+                move = await ledger.move_balance(tx, user_id=user_id, amount_cents=cents, kind=LedgerKind.ADJUSTMENT,
+                                                 idempotency_key=f"admin:{pending.token}", note=reason,
+                                                 actor_id=actor.id, allow_negative=self._allow_negative)
+            except ledger.InsufficientBalance as exc:
+                raise AdminError(AdminProblem.BELOW_ZERO, balance=exc.balance_cents) from None
+            if move is None:
                 raise AdminError(AdminProblem.USER_NOT_FOUND, query=str(user_id))
-            if user.balance_cents + cents < 0 and not self._allow_negative:
-                raise AdminError(AdminProblem.BELOW_ZERO, balance=user.balance_cents)
-            await ledger.append(tx, user_id=user_id, amount_cents=cents, kind=LedgerKind.ADJUSTMENT,
-                                idempotency_key=f"admin:{pending.token}", note=reason, actor_id=actor.id)
             await admin_repo.audit(tx, actor_id=actor.id, actor_name=actor.name, action=pending.action,
                                    target=f"user:{user_id}", details={"cents": cents}, reason=reason)
             fresh = await users.get(tx, user_id)
-            assert fresh is not None
+            assert fresh is not None and fresh.balance_cents == move.balance_cents
             # The user hears of it through the outbox: retried until delivered, and only if this commits.
             await notifications.queue(tx, BalanceAdjusted(fresh, cents, reason, fresh.balance_cents), chat_id=user_id,
                                       user_id=user_id, dedupe_key=f"admin:{pending.token}:notify")

@@ -9,10 +9,8 @@ import csv
 import io
 from dataclasses import dataclass
 
-import aiosqlite
-
 from services.store import Database, Deposit
-from services.store.db import fetch_all, fetch_one, fetch_value
+from services.store.db import Row, fetch_all, fetch_one, fetch_value
 
 PERIODS = ("today", "7d", "30d", "all")
 _DAY = 24 * 60 * 60
@@ -56,7 +54,7 @@ class DepositRow:
     coupon_code: str | None
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> DepositRow:
+    def from_row(cls, row: Row) -> DepositRow:
         return cls(Deposit.from_row(row), row["user_username"], row["user_first_name"] or "", row["coupon_code"])
 
 
@@ -104,11 +102,11 @@ async def stats(db: Database, since_ts: int | None) -> Stats:
     since, params = _created_since(since_ts)
     totals = await fetch_one(db.reader, f"""
         SELECT COUNT(*) AS created,
-               COALESCE(SUM(d.status = 'paid'), 0) AS paid,
-               COALESCE(SUM(d.status = 'pending'), 0) AS pending,
-               COALESCE(SUM(d.status = 'expired'), 0) AS expired,
-               COALESCE(SUM(d.status = 'cancelled'), 0) AS cancelled,
-               COALESCE(SUM(d.status = 'failed'), 0) AS failed,
+               COALESCE(SUM(CASE WHEN d.status = 'paid' THEN 1 ELSE 0 END), 0) AS paid,
+               COALESCE(SUM(CASE WHEN d.status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
+               COALESCE(SUM(CASE WHEN d.status = 'expired' THEN 1 ELSE 0 END), 0) AS expired,
+               COALESCE(SUM(CASE WHEN d.status = 'cancelled' THEN 1 ELSE 0 END), 0) AS cancelled,
+               COALESCE(SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END), 0) AS failed,
                COALESCE(SUM(d.credited_cents), 0) AS credited,
                COALESCE(SUM(d.bonus_cents), 0) AS bonus
         FROM deposits d
@@ -157,7 +155,7 @@ async def find_deposits(db: Database, query: str, limit: int) -> list[DepositRow
 async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
     """Every deposit created in the period, oldest first; amounts in USD with two decimals, times ISO 8601 UTC.
 
-    SQLite formats every value (in integers, so no float touches money), so the event loop only joins the rows:
+    The database formats every value (in integers, so no float touches money), so the event loop only joins the rows:
     a year of deposits must not stall the bot while it is written.
     """
     since, params = _created_since(since_ts)
@@ -165,20 +163,33 @@ async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
-    async with db.separate_reader() as conn, conn.execute(f"""
-        SELECT d.id, strftime('%Y-%m-%dT%H:%M:%S+00:00', d.created_at, 'unixepoch'), d.user_id, u.username,
-               d.gateway, d.method, d.coin, d.network, {_usd("d.amount_cents")}, d.status,
-               {_usd("d.credited_cents")}, {_usd("d.bonus_cents")}, d.order_id, d.txid, d.address
-        FROM deposits d LEFT JOIN users u ON u.id = d.user_id
-        WHERE 1 = 1{since}
-        ORDER BY d.created_at, d.id
-    """, params) as cursor:
-        while chunk := list(await cursor.fetchmany(_EXPORT_CHUNK)):  # in chunks: the event loop gets turns in between
+    async with db.separate_reader() as conn:
+        usd = _usd_sqlite if conn.dialect == "sqlite" else _usd_postgresql
+        rows = conn.stream(f"""
+            SELECT d.id, {_ISO_UTC[conn.dialect]}, d.user_id, u.username,
+                   d.gateway, d.method, d.coin, d.network, {usd("d.amount_cents")}, d.status,
+                   {usd("d.credited_cents")}, {usd("d.bonus_cents")}, d.order_id, d.txid, d.address
+            FROM deposits d LEFT JOIN users u ON u.id = d.user_id
+            WHERE 1 = 1{since}
+            ORDER BY d.created_at, d.id
+        """, *params, chunk=_EXPORT_CHUNK)
+        async for chunk in rows:  # in chunks: the event loop gets turns in between
             writer.writerows(chunk)  # NULL is written as an empty field
             count += len(chunk)
     return CsvExport(buffer.getvalue().encode("utf-8"), count)
 
 
-def _usd(column: str) -> str:
+# The two engines' spellings of the same text, so the file is byte for byte the same on either.
+_ISO_UTC = {
+    "sqlite": "strftime('%Y-%m-%dT%H:%M:%S+00:00', d.created_at, 'unixepoch')",
+    "postgresql": """to_char(to_timestamp(d.created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')""",
+}
+
+
+def _usd_sqlite(column: str) -> str:
     """SQL for cents as dollars with two decimals (`1234` -> `12.34`), NULL staying NULL; amounts are never negative."""
     return f"({column} / 100) || '.' || printf('%02d', {column} % 100)"
+
+
+def _usd_postgresql(column: str) -> str:
+    return f"({column} / 100)::text || '.' || lpad(({column} % 100)::text, 2, '0')"

@@ -1,16 +1,15 @@
 """Operator alerts for gateway problems a person must fix (wrong key, blocked account), rate-limited."""
 from __future__ import annotations
 
-import aiosqlite
-
 from services.gateways.base import GatewayError
 from services.store import now_ts
 from services.notifications import AdminGatewayError, queue
+from services.store.db import Conn
 
 ALERT_WINDOW_SECONDS = 600  # at most one alert per gateway and kind of error in this window
 
 
-async def alert_operator(tx: aiosqlite.Connection, *, admin_chat_id: int | None, gateway: str,
+async def alert_operator(tx: Conn, *, admin_chat_id: int | None, gateway: str,
                          error: GatewayError) -> None:
     if admin_chat_id is None:
         return

@@ -18,12 +18,11 @@ from enum import Enum
 from functools import cache
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
-import aiosqlite
-
 from services import admin_reports
 from services.admin_reports import Stats
 from services.store import Database, Deposit, User
 from services.store import deposits, outbox, users
+from services.store.db import Conn
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ PAYLOADS: dict[NotificationKind, type[Payload]] = {cls.kind: cls for cls in (
 
 # --- writing ---
 
-async def queue(tx: aiosqlite.Connection, payload: Payload, *, chat_id: int, dedupe_key: str,
+async def queue(tx: Conn, payload: Payload, *, chat_id: int, dedupe_key: str,
                 user_id: int | None = None, deposit_id: int | None = None) -> int | None:
     """Queue a notification once per dedupe key, in the caller's transaction; a repeated event queues nothing."""
     return await outbox.enqueue(tx, kind=payload.kind.value, chat_id=chat_id, dedupe_key=dedupe_key,

@@ -14,12 +14,10 @@ from decimal import ROUND_CEILING, Decimal
 from enum import Enum
 from typing import Any, Protocol
 
-import aiosqlite
-
 from services.gateways.base import GatewayError, GatewayMisconfigured, GatewayUnavailable, PairUnavailable
 from services.matrix import GATEWAY_NETWORK_CODES, STABLECOINS, Pair, all_pairs, network_from_gateway
 from services.store import Database, now_ts
-from services.store.db import execute, fetch_all, fetch_one, fetch_value, insert
+from services.store.db import Conn, Row, execute, fetch_all, fetch_one, fetch_value, insert
 
 GATEWAY = "smartcloudpay"
 NETWORKS = tuple(GATEWAY_NETWORK_CODES[GATEWAY])  # ours: BSC, TRON, ETH
@@ -110,7 +108,7 @@ class Payout:
     updated_at: int
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Payout:
+    def from_row(cls, row: Row) -> Payout:
         return cls(row["id"], row["reference"], row["actor_id"], Decimal(row["amount"]), row["usd_cents"],
                    row["coin"], row["network"], row["address"], row["status"], row["tx_hash"], row["detail"],
                    row["created_at"], row["updated_at"])
@@ -159,6 +157,9 @@ def gateway_status(answer: dict[str, Any] | None) -> tuple[str | None, str | Non
     return status or None, tx.strip()[:128] if tx else None
 
 
+PAYOUTS_DAILY_LOCK = "payouts:daily-cap"
+
+
 class PayoutService:
     def __init__(self, db: Database, gateway: PayoutGateway, max_cents: int, daily_max_cents: int) -> None:
         self._db = db
@@ -192,7 +193,7 @@ class PayoutService:
         cents = int((value * 100).to_integral_value(ROUND_CEILING))
         return PayoutDraft(value, coin, ours, address, reference, cents, 0)
 
-    async def _check(self, conn: aiosqlite.Connection, draft: PayoutDraft) -> PayoutDraft:
+    async def _check(self, conn: Conn, draft: PayoutDraft) -> PayoutDraft:
         existing = await self._row(conn, draft.reference)
         retry = False
         if existing is not None:
@@ -209,7 +210,7 @@ class PayoutService:
         return PayoutDraft(draft.amount, draft.coin, draft.network, draft.address, draft.reference, draft.usd_cents,
                            today, retry)
 
-    async def _today_cents(self, conn: aiosqlite.Connection, *, exclude: str) -> int:
+    async def _today_cents(self, conn: Conn, *, exclude: str) -> int:
         """Today's (UTC) payouts that may have moved money: everything not known to have failed."""
         failed = tuple(FAILED_STATUSES)
         marks = ", ".join("?" * len(failed))
@@ -226,6 +227,10 @@ class PayoutService:
         draft = self._parse(str(payload["amount"]), str(payload["coin"]), str(payload["network"]),
                             str(payload["address"]), str(payload["reference"]))
         async with self._db.transaction() as tx:
+            # The cap is a sum over many rows, with no one row to lock: on PostgreSQL, whose transactions interleave,
+            # a lock on the name makes concurrent requests check the sum one after the other (SQLite's single writer
+            # already does).
+            await tx.advisory_lock(PAYOUTS_DAILY_LOCK)
             draft = await self._check(tx, draft)
             if not draft.retry:
                 now = now_ts()
@@ -312,6 +317,6 @@ class PayoutService:
         return await self._today_cents(self._db.reader, exclude="")
 
     @staticmethod
-    async def _row(conn: aiosqlite.Connection, reference: str) -> Payout | None:
+    async def _row(conn: Conn, reference: str) -> Payout | None:
         row = await fetch_one(conn, "SELECT * FROM payouts WHERE reference = ?", (reference,))
         return None if row is None else Payout.from_row(row)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR
 from enum import Enum
 
-import aiosqlite
-
 from services.gateways.base import PaymentState, PaymentUpdate
 from services.notifications import (
     AdminDepositExpired,
@@ -28,6 +26,7 @@ from services.notifications import (
 )
 from services.store import Database, Deposit, DepositStatus, LedgerKind, User
 from services.store import coupons, deposits, ledger, outbox, users
+from services.store.db import Conn, retry_on_deadlock
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +135,12 @@ class Settler:
         # Called after a transaction that queued notifications commits (the delivery worker's wake-up).
         self.after_commit: Callable[[], None] | None = None
 
+    @retry_on_deadlock
     async def settle_payment(self, update: PaymentUpdate) -> Settlement:
         async with self._db.transaction() as tx:
-            deposit = await deposits.by_order(tx, update.gateway, update.order_id)
+            # The deposit's row first (then the user's through the ledger, then the coupon's): the one lock order
+            # that keeps this from deadlocking with expire/cancel on PostgreSQL.
+            deposit = await deposits.lock_by_order(tx, update.gateway, update.order_id)
             if deposit is None:
                 log.warning("settlement: %s reported %s for unknown order %r (source %s); nothing credited",
                             update.gateway, update.state.value, update.order_id, update.source)
@@ -160,7 +162,7 @@ class Settler:
                      update.order_id, update.source, result.outcome.value, result.credited_cents, result.bonus_cents)
         return result
 
-    async def _credit(self, tx: aiosqlite.Connection, deposit: Deposit, update: PaymentUpdate) -> Settlement:
+    async def _credit(self, tx: Conn, deposit: Deposit, update: PaymentUpdate) -> Settlement:
         if deposit.status is DepositStatus.PAID:
             return Settlement(Outcome.ALREADY_CREDITED, deposit)
         if update.source == "admin":
@@ -196,7 +198,7 @@ class Settler:
             note=update.note))
         return Settlement(Outcome.CREDITED, fresh, credit, bonus, balance)
 
-    async def _coupon_bonus(self, tx: aiosqlite.Connection, deposit: Deposit, credit: int) -> tuple[int, bool]:
+    async def _coupon_bonus(self, tx: Conn, deposit: Deposit, credit: int) -> tuple[int, bool]:
         """This deposit's coupon bonus; (0, True) when it can't apply (gone meanwhile, or paid below its minimum)."""
         if deposit.coupon_id is None:
             return 0, False
@@ -220,7 +222,7 @@ class Settler:
         await coupons.redeem(tx, deposit.id, bonus)
         return bonus, False
 
-    async def _close(self, tx: aiosqlite.Connection, deposit: Deposit, update: PaymentUpdate) -> Settlement:
+    async def _close(self, tx: Conn, deposit: Deposit, update: PaymentUpdate) -> Settlement:
         status = DepositStatus.CANCELLED if update.state is PaymentState.CANCELLED else DepositStatus.FAILED
         if not await deposits.set_status(tx, deposit.id, status, only_from=_UNPAID,
                                          failure_reason=f"gateway:{update.raw_status or update.state.value}"):
@@ -233,9 +235,11 @@ class Settler:
         await self._enqueue_card(tx, fresh)
         return Settlement(Outcome.CLOSED, fresh)
 
+    @retry_on_deadlock
     async def expire(self, deposit_id: int) -> bool:
         """Mark an unpaid deposit expired and tell the user to stop paying; polling goes on for late payments."""
         async with self._db.transaction() as tx:
+            # set_status's conditional UPDATE takes the deposit's row lock first, before the coupon's.
             if not await deposits.set_status(tx, deposit_id, DepositStatus.EXPIRED, only_from=(DepositStatus.PENDING,)):
                 return False
             deposit = await deposits.get(tx, deposit_id)
@@ -251,10 +255,12 @@ class Settler:
             self.after_commit()
         return True
 
+    @retry_on_deadlock
     async def cancel(self, deposit_id: int, *, reason: str = "cancelled by user") -> bool:
         """Nobody will pay this deposit (the user gave up, or staff cancelled it). A payment that still arrives is
         credited all the same; the card tells the user not to pay."""
         async with self._db.transaction() as tx:
+            # set_status's conditional UPDATE takes the deposit's row lock first, before the coupon's.
             if not await deposits.set_status(tx, deposit_id, DepositStatus.CANCELLED,
                                              only_from=(DepositStatus.PENDING,), failure_reason=reason):
                 return False
@@ -266,10 +272,10 @@ class Settler:
             self.after_commit()
         return True
 
-    async def _flag(self, tx: aiosqlite.Connection, deposit: Deposit, key: str, *, reason: str) -> None:
+    async def _flag(self, tx: Conn, deposit: Deposit, key: str, *, reason: str) -> None:
         await self._enqueue_admin(tx, deposit, key, AdminDepositReview(deposit, reason))
 
-    async def _enqueue_card(self, tx: aiosqlite.Connection, deposit: Deposit, user: User | None = None) -> None:
+    async def _enqueue_card(self, tx: Conn, deposit: Deposit, user: User | None = None) -> None:
         """Show the deposit's new status on its card; an older card update still waiting is dropped, so a late retry
         never puts an outdated status back."""
         if deposit.message_id is None or deposit.message_chat_id is None:
@@ -281,7 +287,7 @@ class Settler:
         await queue(tx, DepositCard(deposit, user, deposit.message_id), chat_id=deposit.message_chat_id,
                     user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=card_key + deposit.status.value)
 
-    async def _enqueue_admin(self, tx: aiosqlite.Connection, deposit: Deposit, key: str, payload: Payload) -> None:
+    async def _enqueue_admin(self, tx: Conn, deposit: Deposit, key: str, payload: Payload) -> None:
         if self._admin_chat_id is None:
             return
         await queue(tx, payload, chat_id=self._admin_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,

@@ -148,7 +148,9 @@ class TopupService:
                                               network=network)
 
         async with self.db.transaction() as tx:
-            # Counted under the write lock, with the reservation: concurrent taps can't slip past the limits.
+            # Counted with the user's row locked, then reserved in the same transaction: concurrent taps (on other
+            # instances too) can't slip past the limits.
+            await users.lock(tx, user_id)
             if await deposits.count_open_for_user(tx, user_id) >= self._user_limits.max_open:
                 raise TopupError(TopupProblem.TOO_MANY_OPEN, limit=self._user_limits.max_open)
             if await deposits.count_started_since(tx, user_id, now_ts() - 3600) >= self._user_limits.max_per_hour:

@@ -1,18 +1,93 @@
-"""Shared fixtures: a real SQLite file per test, and the services wired as the bot wires them."""
+"""Shared fixtures: the store on both engines (a real SQLite file; a schema of its own on the real PostgreSQL), and
+the services wired as the bot wires them.
+
+`database_url` is parametrised over ["sqlite", "postgresql"]: a test that takes it, or `db`, or `harness`, runs once
+per engine. PostgreSQL is TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test); each test gets a
+fresh schema `t_<hex>` (passed as `?search_path=` in the URL, so a `python -m bot` subprocess can use it too),
+dropped afterwards. When the server is down the PostgreSQL half skips with the reason, or FAILS under CI=true
+(or REQUIRE_SERVICES=1): a suite that silently skips in CI proves nothing.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
 from services.store import Database
 
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ENGINES = ("sqlite", "postgresql")
+_unreachable: dict[str, str | None] = {}
+
+
+async def postgres_admin() -> object:
+    """A plain asyncpg connection to TEST_DATABASE_URL, or a skip/fail saying PostgreSQL is not reachable."""
+    import asyncpg
+
+    if _unreachable.get(TEST_DATABASE_URL):
+        service_missing(_unreachable[TEST_DATABASE_URL] or "")
+    try:
+        return await asyncpg.connect(TEST_DATABASE_URL, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        _unreachable[TEST_DATABASE_URL] = (f"PostgreSQL not reachable at {TEST_DATABASE_URL} ({exc}); start it "
+                                           "(.ci/run does) or set TEST_DATABASE_URL")
+        service_missing(_unreachable[TEST_DATABASE_URL] or "")
+        raise
+
+
+def with_search_path(url: str, schema: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"] + [("search_path", schema)]
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema() -> AsyncIterator[str]:
+    """A PostgreSQL URL whose schema is the caller's alone (created empty, dropped after)."""
+    admin = await postgres_admin()
+    schema = f"t_{secrets.token_hex(6)}"
+    await admin.execute(f"CREATE SCHEMA {schema}")  # type: ignore[attr-defined]
+    try:
+        yield with_search_path(TEST_DATABASE_URL, schema)
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")  # type: ignore[attr-defined]
+        await admin.close()  # type: ignore[attr-defined]
+
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+async def postgres_url() -> AsyncIterator[str]:
+    """PostgreSQL only (race tests): a URL with a schema of this test's own."""
+    async with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture(params=ENGINES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """DATABASE_URL for this test, once per engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+        return
+    async with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    await database.connect()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """SQLite only, for what only SQLite has (PRAGMAs, its file lock, EXPLAIN QUERY PLAN)."""
     database = Database(tmp_path / "bot.sqlite3")
     await database.connect()
     yield database
@@ -28,10 +103,10 @@ async def api():
 
 
 @pytest.fixture
-async def harness(api, tmp_path: Path):
+async def harness(api, database_url: str):
     from tests.harness import Harness
 
-    h = await Harness.start(api, tmp_path / "bot.sqlite3")
+    h = await Harness.start(api, database_url)
     yield h
     await h.close()
 

@@ -20,11 +20,12 @@ TOKEN = "123456:TEST-token-for-tests"
 _UPDATE_IDS = itertools.count(1)
 
 
-def test_env(api_url: str, db_path: Path, **overrides: str) -> dict[str, str]:
+def test_env(api_url: str, db: Path | str, **overrides: str) -> dict[str, str]:
+    """The bot's environment in tests; `db` is a SQLite file, or a DATABASE_URL (the `database_url` fixture)."""
     env = {
         "BOT_TOKEN": TOKEN,
         "TELEGRAM_API_URL": api_url,
-        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DATABASE_URL": db if isinstance(db, str) else f"sqlite:///{db}",
         "ADMIN_CHAT_ID": str(ADMIN_CHAT_ID),
         "PAYMENT_GATEWAY": "sandbox",
         # Most tests create deposits freely; tests/test_limits.py sets the per-user limits it checks.
@@ -44,9 +45,9 @@ class Harness:
                                        global_rate_per_second=1000, admin_events=app.settings.admin_events)
 
     @classmethod
-    async def start(cls, api: FakeBotAPI, db_path: Path, *, gateway: Gateway | None = None,
+    async def start(cls, api: FakeBotAPI, db: Path | str, *, gateway: Gateway | None = None,
                     **env: str) -> Harness:
-        settings = load_settings(test_env(api.base_url, db_path, **env))
+        settings = load_settings(test_env(api.base_url, db, **env))
         return await cls.from_settings(api, settings, gateway=gateway)
 
     @classmethod

@@ -1,7 +1,6 @@
 """Who may use the admin chat: its Telegram administrators and ADMIN_USER_IDS; nobody else, nowhere else."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from tests.fakes.bot_api import FakeBotAPI
 from tests.harness import ADMIN_CHAT_ID, Harness
@@ -10,13 +9,13 @@ CHAT_ADMIN, MEMBER, LISTED, OUTSIDER = 501, 502, 503, 504
 OTHER_GROUP = -100999
 
 
-async def start(api: FakeBotAPI, tmp_path: Path, **env: str) -> Harness:
+async def start(api: FakeBotAPI, database_url: str, **env: str) -> Harness:
     api.chat_admins[ADMIN_CHAT_ID] = [CHAT_ADMIN]
-    return await Harness.start(api, tmp_path / "bot.sqlite3", ADMIN_USER_IDS=str(LISTED), **env)
+    return await Harness.start(api, database_url, ADMIN_USER_IDS=str(LISTED), **env)
 
 
-async def test_chat_admins_and_listed_users_are_served(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+async def test_chat_admins_and_listed_users_are_served(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         for user in (CHAT_ADMIN, LISTED):
             await h.send(user, "/help", chat_id=ADMIN_CHAT_ID)
@@ -25,8 +24,8 @@ async def test_chat_admins_and_listed_users_are_served(api: FakeBotAPI, tmp_path
         await h.close()
 
 
-async def test_a_member_gets_a_short_refusal_and_nothing_else(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+async def test_a_member_gets_a_short_refusal_and_nothing_else(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         for command in ("/help", "/stats all", "/user 501", "/credit 501 5 x"):
             await h.send(MEMBER, command, chat_id=ADMIN_CHAT_ID)
@@ -36,8 +35,8 @@ async def test_a_member_gets_a_short_refusal_and_nothing_else(api: FakeBotAPI, t
         await h.close()
 
 
-async def test_other_groups_get_nothing_even_from_admins(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+async def test_other_groups_get_nothing_even_from_admins(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         for user in (CHAT_ADMIN, LISTED, OUTSIDER):
             await h.send(user, "/help", chat_id=OTHER_GROUP)
@@ -48,14 +47,14 @@ async def test_other_groups_get_nothing_even_from_admins(api: FakeBotAPI, tmp_pa
 
 
 async def test_private_admin_commands_only_when_enabled_and_only_for_listed_ids(api: FakeBotAPI,
-                                                                                tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+                                                                                database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         await h.send(LISTED, "/audit")
         assert "Recent admin actions" not in h.last_text(LISTED) and "didn't understand" in h.last_text(LISTED)
     finally:
         await h.close()
-    h = await start(api, tmp_path, ADMIN_PRIVATE_COMMANDS="true")
+    h = await start(api, database_url, ADMIN_PRIVATE_COMMANDS="true")
     try:
         await h.send(CHAT_ADMIN, "/audit")  # a chat admin, but not listed: private stays closed
         assert "didn't understand" in h.last_text(CHAT_ADMIN)
@@ -63,8 +62,8 @@ async def test_private_admin_commands_only_when_enabled_and_only_for_listed_ids(
         await h.close()
 
 
-async def test_the_admin_list_is_asked_from_telegram_and_cached(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+async def test_the_admin_list_is_asked_from_telegram_and_cached(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         for _ in range(3):
             await h.send(CHAT_ADMIN, "/help", chat_id=ADMIN_CHAT_ID)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,9 @@ CHAT = ADMIN_CHAT_ID
 
 
 @pytest.fixture
-async def h(api: FakeBotAPI, tmp_path: Path):
+async def h(api: FakeBotAPI, database_url: str):
     api.chat_admins[ADMIN_CHAT_ID] = [ADMIN, OTHER_ADMIN]
-    harness = await Harness.start(api, tmp_path / "bot.sqlite3")
+    harness = await Harness.start(api, database_url)
     await harness.send(USER, "/start")
     yield harness
     await harness.close()

@@ -1,7 +1,6 @@
 """/gateway, /payout and /payouts in the admin chat: the real dispatcher, the fake gateways over HTTP."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -28,12 +27,12 @@ async def scp():
 
 
 @pytest.fixture
-async def h(api: FakeBotAPI, tmp_path: Path, scp: FakeSmartCloudPay):
+async def h(api: FakeBotAPI, database_url: str, scp: FakeSmartCloudPay):
     api.chat_admins[ADMIN_CHAT_ID] = [CHAT_ADMIN]
     gateway = SmartCloudPayGateway(scp.base_url, KEY, MERCHANT, notification_email="ops@example.com",
                                    callback_url=None, timeout_seconds=0.5)
     harness = await Harness.start(
-        api, tmp_path / "bot.sqlite3", gateway=gateway, ADMIN_USER_IDS=f"{LISTED},{OTHER_LISTED}",
+        api, database_url, gateway=gateway, ADMIN_USER_IDS=f"{LISTED},{OTHER_LISTED}",
         PAYMENT_GATEWAY="smartcloudpay", SMARTCLOUDPAY_API_URL=scp.base_url, SMARTCLOUDPAY_API_KEY=KEY,
         SMARTCLOUDPAY_MERCHANT_ID=MERCHANT, SMARTCLOUDPAY_NOTIFY_EMAIL="ops@example.com",
         PAYOUT_MAX_USD="100", PAYOUT_DAILY_MAX_USD="150")
@@ -76,11 +75,11 @@ async def test_a_failing_balance_call_shows_unavailable_with_the_reason(h, scp):
     assert "Traceback" not in text
 
 
-async def test_gateway_on_smsonline_shows_the_account_balance(api, tmp_path):
+async def test_gateway_on_smsonline_shows_the_account_balance(api, database_url):
     async with FakeSMSOnline(user_id="op-1", api_key="sms-key") as fake:
         fake.balance, fake.total_charges = 1234, 4500
         gateway = SMSOnlineGateway(fake.base_url, "op-1", "sms-key", timeout_seconds=0.5)
-        h = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway, ADMIN_USER_IDS=str(LISTED))
+        h = await Harness.start(api, database_url, gateway=gateway, ADMIN_USER_IDS=str(LISTED))
         try:
             text = await say(h, LISTED, "/gateway")
             assert "Gateway smsonline" in text
@@ -96,12 +95,12 @@ async def test_gateway_on_smsonline_shows_the_account_balance(api, tmp_path):
             await h.close()
 
 
-async def test_gateway_on_cryptomus_shows_the_wallets_that_hold_something(api, tmp_path):
+async def test_gateway_on_cryptomus_shows_the_wallets_that_hold_something(api, database_url):
     async with FakeCryptomus(merchant_id="m-1", payment_key="pay-key") as fake:
         fake.merchant_balances[0].update(balance="12.50000000", balance_usd="12.50")
         fake.user_balances[0].update(balance="3.00000000", balance_usd="3.00")
         gateway = CryptomusGateway(fake.base_url, "m-1", "pay-key", callback_url=None, timeout_seconds=2)
-        h = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway, ADMIN_USER_IDS=str(LISTED))
+        h = await Harness.start(api, database_url, gateway=gateway, ADMIN_USER_IDS=str(LISTED))
         try:
             text = await say(h, LISTED, "/gateway")
             assert "Gateway cryptomus" in text
@@ -112,8 +111,8 @@ async def test_gateway_on_cryptomus_shows_the_wallets_that_hold_something(api, t
             await h.close()
 
 
-async def test_sandbox_shows_only_its_health(api, tmp_path):
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", ADMIN_USER_IDS=str(LISTED))
+async def test_sandbox_shows_only_its_health(api, database_url):
+    h = await Harness.start(api, database_url, ADMIN_USER_IDS=str(LISTED))
     try:
         text = await say(h, LISTED, "/gateway")
         assert text.startswith("🔌 Gateway sandbox") and "no balances" in text
@@ -141,7 +140,7 @@ async def test_a_listed_admin_pays_out_after_the_second_tap(h, scp):
     assert "Payout WP-1 accepted by Smart CloudPay" in result and "Status: processing" in result
     [row] = await payouts_in_db(h)
     assert (row["actor_id"], row["status"], row["usd_cents"]) == (LISTED, "processing", 2550)
-    [audit] = await h.app.db.reader.execute_fetchall("SELECT action, target, actor_id FROM admin_actions")
+    [audit] = await h.app.db.reader.fetch_all("SELECT action, target, actor_id FROM admin_actions")
     assert tuple(audit) == ("payout", "payout:WP-1", LISTED)
     # The same tap, pressed again (a stale client), can't pay again.
     await h.press(LISTED, confirm_data, message_id=asked["message_id"], chat_id=ADMIN_CHAT_ID)

@@ -1,7 +1,6 @@
 """/user, /credit, /debit and /audit in the admin chat: money moves only on the same admin's second tap, once."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +13,16 @@ ADMIN, OTHER_ADMIN, USER = 501, 502, 555
 CHAT = ADMIN_CHAT_ID
 
 
-async def start(api: FakeBotAPI, tmp_path: Path, **env: str) -> Harness:
+async def start(api: FakeBotAPI, database_url: str, **env: str) -> Harness:
     api.chat_admins[ADMIN_CHAT_ID] = [ADMIN, OTHER_ADMIN]
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", **env)
+    h = await Harness.start(api, database_url, **env)
     await h.send(USER, "/start", username="anna", first_name="Anna")
     return h
 
 
 @pytest.fixture
-async def h(api: FakeBotAPI, tmp_path: Path):
-    harness = await start(api, tmp_path)
+async def h(api: FakeBotAPI, database_url: str):
+    harness = await start(api, database_url)
     yield harness
     await harness.close()
 
@@ -209,8 +208,8 @@ async def test_debit_is_checked_against_the_balance_at_confirmation_time(h: Harn
     assert await balance(h) == 500
 
 
-async def test_debit_below_zero_when_the_operator_allows_it(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path, ALLOW_NEGATIVE_BALANCE="true")
+async def test_debit_below_zero_when_the_operator_allows_it(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url, ALLOW_NEGATIVE_BALANCE="true")
     try:
         reply = await admin_says(h, "/debit 555 5 advance")
         assert "will go below zero" in reply
@@ -256,8 +255,8 @@ async def test_amounts_parse_like_the_users_amount_step(h: Harness) -> None:
         assert f"Credit {shown} to" in await admin_says(h, f"/credit 555 {typed} r")
 
 
-async def test_names_and_reasons_are_escaped(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+async def test_names_and_reasons_are_escaped(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         await h.send(USER, "/start", username="anna", first_name="<b>Anna</b> & co")
         reply = await admin_says(h, "/credit 555 1 <i>not markup</i> & more")
@@ -279,8 +278,8 @@ async def test_the_user_not_getting_the_note_does_not_undo_the_credit(h: Harness
     assert "Credited $5.00" in h.last_text(CHAT)
 
 
-async def test_the_note_to_the_user_is_in_their_language(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path)
+async def test_the_note_to_the_user_is_in_their_language(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url)
     try:
         await h.send(USER, "/start", username="anna", language_code="ru")
         await admin_says(h, "/credit 555 5 возврат")
@@ -339,15 +338,15 @@ async def test_a_group_member_gets_only_the_refusal(h: Harness) -> None:
     assert await snapshot(h) == (0, 0, 0)
 
 
-async def test_listed_admin_in_private_only_with_the_flag(api: FakeBotAPI, tmp_path: Path) -> None:
+async def test_listed_admin_in_private_only_with_the_flag(api: FakeBotAPI, database_url: str) -> None:
     listed = 503
-    h = await start(api, tmp_path, ADMIN_USER_IDS=str(listed))
+    h = await start(api, database_url, ADMIN_USER_IDS=str(listed))
     try:
         await h.send(listed, "/user 555")
         assert "Balance:" not in h.last_text(listed) and "didn't understand" in h.last_text(listed)
     finally:
         await h.close()
-    h = await start(api, tmp_path, ADMIN_USER_IDS=str(listed), ADMIN_PRIVATE_COMMANDS="true")
+    h = await start(api, database_url, ADMIN_USER_IDS=str(listed), ADMIN_PRIVATE_COMMANDS="true")
     try:
         await h.send(listed, "/user 555")
         assert "Balance: $0.00" in h.last_text(listed)

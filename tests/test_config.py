@@ -11,7 +11,7 @@ BASE = {"BOT_TOKEN": "123456:ABC-def_ghi"}
 def test_defaults() -> None:
     s = load_settings(BASE)
     assert s.payment_gateway == "sandbox" and s.telegram_api_url == "https://api.telegram.org"
-    assert str(s.database_path) == "data/bot.sqlite3" and s.web_port == 8080 and s.web_host == "0.0.0.0"
+    assert str(s.database_url.path) == "data/bot.sqlite3" and s.web_port == 8080 and s.web_host == "0.0.0.0"
     assert s.reconcile_interval_seconds == 60 and s.default_locale == "en"
     assert (s.amount_limits.min_cents, s.amount_limits.max_cents) == (100, 1_000_000)
     assert s.smsonline_api_url == "https://api-x.smsonline.cloud" and s.admin_chat_id is None
@@ -41,7 +41,9 @@ def test_secrets_never_print() -> None:
     ({**BASE, "DEFAULT_LOCALE": "de"}, ["DEFAULT_LOCALE"]),
     ({**BASE, "ALLOWED_PAIRS": "USDT:MOON"}, ["ALLOWED_PAIRS", "MOON"]),
     ({**BASE, "TELEGRAM_API_URL": "localhost:8081"}, ["TELEGRAM_API_URL"]),
-    ({**BASE, "DATABASE_URL": "postgres://x"}, ["DATABASE_URL"]),
+    ({**BASE, "DATABASE_URL": "mysql://x"}, ["DATABASE_URL"]),
+    ({**BASE, "DATABASE_URL": "postgresql+asyncpg://u@h/db"}, ["DATABASE_URL", "driver"]),
+    ({**BASE, "DATABASE_URL": "postgresql://u@h:port/db"}, ["DATABASE_URL", "port"]),
     ({**BASE, "PUBLIC_URL": "bot.example.com"}, ["PUBLIC_URL"]),
     ({**BASE, "PAYMENT_GATEWAY": "cryptomus"}, ["CRYPTOMUS_MERCHANT_ID"]),
     ({**BASE, "PAYMENT_GATEWAY": "cryptomus", "CRYPTOMUS_MERCHANT_ID": "m"}, ["CRYPTOMUS_API_KEY", "payment"]),
@@ -81,7 +83,7 @@ def test_admin_ids_and_pairs_parse() -> None:
                        "QUICK_AMOUNTS_USD": "5, 12.50 20000", "DATABASE_URL": "sqlite:////tmp/x.db"})
     assert s.admin_user_ids == {1, 2, 3} and s.admin_chat_id == -100123
     assert s.quick_amounts_cents == (500, 1250)  # 20000 is above MAX_AMOUNT_USD, so it is not offered
-    assert str(s.database_path) == "/tmp/x.db"
+    assert str(s.database_url.path) == "/tmp/x.db"
 
 
 def test_gateway_settings_parse() -> None:
@@ -110,3 +112,15 @@ def test_redis_url_takes_a_database_number_and_never_prints_its_password() -> No
     assert s.redis_url is not None and s.redis_url.value == "redis://:hunter2@10.0.0.5:6380/3"
     assert "hunter2" not in repr(s) and s.redis_key_prefix == "shop-a"
     assert load_settings(BASE).redis_url is None  # without it: one process, state in the database, as before
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://user:hunter2@db.example:5432/bot",
+    "postgres://user:hunter2@db.example/bot",
+    "postgresql://postgres@/test?host=/var/run/postgresql",
+    "postgresql:///test?host=/var/run/postgresql&sslmode=disable",
+])
+def test_postgresql_urls_are_taken_as_asyncpg_takes_them_and_never_printed(url: str) -> None:
+    s = load_settings({**BASE, "DATABASE_URL": url})
+    assert s.database_url.dialect == "postgresql" and s.database_url.dsn == url
+    assert "hunter2" not in repr(s) and "hunter2" not in s.database_url.safe()

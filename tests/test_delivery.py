@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from services.store.db import execute, fetch_one
 from tests.fakes.bot_api import FakeBotAPI
@@ -78,8 +77,8 @@ async def test_a_user_who_blocked_the_bot_is_given_up_with_the_reason(harness: H
     assert len(harness.texts(ADMIN_CHAT_ID)) == 1  # the admin line is unaffected
 
 
-async def test_undelivered_notifications_survive_a_restart(api: FakeBotAPI, tmp_path: Path) -> None:
-    db_path = tmp_path / "bot.sqlite3"
+async def test_undelivered_notifications_survive_a_restart(api: FakeBotAPI, database_url: str) -> None:
+    db_path = database_url
     first = await Harness.start(api, db_path)
     await _paid_deposit(first)
     await first.close()  # the process stops before delivering anything
@@ -108,8 +107,8 @@ async def test_the_deposit_card_follows_the_status(harness: Harness, api: FakeBo
     assert any("has expired" in text for text in harness.texts(USER))
 
 
-async def test_admin_events_can_be_turned_off(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", ADMIN_EVENTS="expired,review")
+async def test_admin_events_can_be_turned_off(api: FakeBotAPI, database_url: str) -> None:
+    h = await Harness.start(api, database_url, ADMIN_EVENTS="expired,review")
     try:
         deposit_id = await _paid_deposit(h)
         other = await h.app.topup.create_deposit(user_id=USER, chat_id=USER, coin="BTC", network="BTC",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from services.store.db import fetch_value
 from services.topup import TopupError, TopupProblem
@@ -25,8 +24,8 @@ async def through_the_flow(h: Harness) -> None:
     await h.tap(USER, "Create")
 
 
-async def test_open_deposits_are_capped_and_a_cancel_frees_a_place(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", MAX_OPEN_DEPOSITS="2")
+async def test_open_deposits_are_capped_and_a_cancel_frees_a_place(api: FakeBotAPI, database_url: str) -> None:
+    h = await Harness.start(api, database_url, MAX_OPEN_DEPOSITS="2")
     try:
         await h.send(USER, "/start")
         first = await create(h)
@@ -41,8 +40,8 @@ async def test_open_deposits_are_capped_and_a_cancel_frees_a_place(api: FakeBotA
         await h.close()
 
 
-async def test_attempts_per_hour_are_capped_failed_ones_included(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", MAX_DEPOSITS_PER_HOUR="3", MAX_OPEN_DEPOSITS="10")
+async def test_attempts_per_hour_are_capped_failed_ones_included(api: FakeBotAPI, database_url: str) -> None:
+    h = await Harness.start(api, database_url, MAX_DEPOSITS_PER_HOUR="3", MAX_OPEN_DEPOSITS="10")
     try:
         await h.send(USER, "/start")
         deposit = await create(h)
@@ -61,8 +60,8 @@ async def test_attempts_per_hour_are_capped_failed_ones_included(api: FakeBotAPI
         await h.close()
 
 
-async def test_concurrent_taps_cannot_slip_past_the_limit(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", MAX_OPEN_DEPOSITS="3", MAX_DEPOSITS_PER_HOUR="100")
+async def test_concurrent_taps_cannot_slip_past_the_limit(api: FakeBotAPI, database_url: str) -> None:
+    h = await Harness.start(api, database_url, MAX_OPEN_DEPOSITS="3", MAX_DEPOSITS_PER_HOUR="100")
     try:
         await h.send(USER, "/start")
         results = await asyncio.gather(*(create(h) for _ in range(12)), return_exceptions=True)

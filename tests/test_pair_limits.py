@@ -69,7 +69,7 @@ async def test_other_coins_show_the_coin_minimum_and_a_refusal_returns_to_the_am
     await bot.tap(USER, "Create")
     text = bot.last_text(USER)
     assert "needs at least 0.001 BTC" in text and "How much do you want to add" in text
-    assert await bot.app.db.reader.execute_fetchall("SELECT id FROM deposits WHERE order_id IS NOT NULL") == []
+    assert await bot.app.db.reader.fetch_all("SELECT id FROM deposits WHERE order_id IS NOT NULL") == []
     await bot.send(USER, "100")
     await bot.tap(USER, "Skip")
     await bot.tap(USER, "Create")

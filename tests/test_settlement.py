@@ -76,7 +76,7 @@ async def test_single_credit_holds_across_processes(tmp_path: Path, s: Services)
     """Two Database objects on one file (two bot processes): the UNIQUE key still allows one credit."""
     deposit = await s.topup.create_deposit(user_id=1, chat_id=1, coin="BTC", network="BTC", amount_cents=1000,
                                            coupon_code=None)
-    other_db = Database(s.db.path)
+    other_db = Database(s.db.url)
     await other_db.connect()
     try:
         other = Settler(other_db, admin_chat_id=ADMIN)

@@ -6,9 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
-from services.store.db import execute, fetch_all, fetch_one, insert, now_ts
+from services.store.db import Conn, Row, execute, fetch_all, fetch_one, insert, now_ts
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class AuditEntry:
     created_at: int
 
 
-async def audit(conn: aiosqlite.Connection, *, actor_id: int, actor_name: str, action: str, target: str | None,
+async def audit(conn: Conn, *, actor_id: int, actor_name: str, action: str, target: str | None,
                 details: dict[str, Any] | None = None, reason: str | None = None) -> int:
     entry_id = await insert(
         conn,
@@ -35,13 +33,13 @@ async def audit(conn: aiosqlite.Connection, *, actor_id: int, actor_name: str, a
     return entry_id
 
 
-async def recent_actions(conn: aiosqlite.Connection, limit: int = 20) -> list[AuditEntry]:
+async def recent_actions(conn: Conn, limit: int = 20) -> list[AuditEntry]:
     rows = await fetch_all(conn, "SELECT * FROM admin_actions ORDER BY id DESC LIMIT ?", (limit,))
     return [AuditEntry(r["id"], r["actor_id"], r["actor_name"], r["action"], r["target"], json.loads(r["details"]),
                        r["reason"], r["created_at"]) for r in rows]
 
 
-async def ask_confirmation(conn: aiosqlite.Connection, *, actor_id: int, action: str, payload: dict[str, Any],
+async def ask_confirmation(conn: Conn, *, actor_id: int, action: str, payload: dict[str, Any],
                            ttl_seconds: int) -> str:
     token = secrets.token_urlsafe(12)  # fits in callback data with room to spare
     now = now_ts()
@@ -51,11 +49,12 @@ async def ask_confirmation(conn: aiosqlite.Connection, *, actor_id: int, action:
     return token
 
 
-async def confirmation(conn: aiosqlite.Connection, token: str) -> aiosqlite.Row | None:
-    return await fetch_one(conn, "SELECT * FROM confirmations WHERE token = ?", (token,))
+async def confirmation(conn: Conn, token: str) -> Row | None:
+    row: Row | None = await fetch_one(conn, "SELECT * FROM confirmations WHERE token = ?", (token,))
+    return row
 
 
-async def use_confirmation(conn: aiosqlite.Connection, token: str, actor_id: int) -> bool:
+async def use_confirmation(conn: Conn, token: str, actor_id: int) -> bool:
     """Take the second tap: only by the same admin, only once, only in time. A compare-and-set, so a double tap
     can't run the action twice."""
     now = now_ts()

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 
-import aiosqlite
-
-from services.store.db import execute, fetch_all, insert, now_ts
+from services.store.db import Conn, execute, fetch_all, insert, now_ts
 
 
-async def record(conn: aiosqlite.Connection, *, source: str, peer: str | None, client_ip: str | None,
+async def record(conn: Conn, *, source: str, peer: str | None, client_ip: str | None,
                  headers: dict[str, str], body: bytes) -> int:
     callback_id = await insert(
         conn,
@@ -19,13 +17,13 @@ async def record(conn: aiosqlite.Connection, *, source: str, peer: str | None, c
     return callback_id
 
 
-async def judge(conn: aiosqlite.Connection, callback_id: int, *, verdict: str, http_status: int, detail: str = "",
+async def judge(conn: Conn, callback_id: int, *, verdict: str, http_status: int, detail: str = "",
                 order_id: str | None = None) -> None:
     await execute(conn, "UPDATE callbacks SET verdict = ?, http_status = ?, detail = ?, order_id = ? WHERE id = ?",
                   (verdict, http_status, detail[:500], order_id, callback_id))
 
 
-async def note_refusals(conn: aiosqlite.Connection, *, source: str, reason: str, count: int, client_ip: str | None,
+async def note_refusals(conn: Conn, *, source: str, reason: str, count: int, client_ip: str | None,
                         samples: list[dict[str, object]]) -> None:
     """Add `count` refusals to the one row kept per endpoint and reason, with the latest few bodies."""
     now = now_ts()
@@ -41,6 +39,6 @@ async def note_refusals(conn: aiosqlite.Connection, *, source: str, reason: str,
     )
 
 
-async def refusals(conn: aiosqlite.Connection) -> list[dict[str, object]]:
+async def refusals(conn: Conn) -> list[dict[str, object]]:
     rows = await fetch_all(conn, "SELECT * FROM callback_refusals ORDER BY source, reason")
     return [{**dict(r), "samples": json.loads(r["samples"])} for r in rows]

@@ -1,132 +1,162 @@
-"""SQLite through aiosqlite: one serialized writer, one reader, WAL, and versioned migrations at start."""
+"""The store's engine-neutral face: one `Conn` shape for SQLite and PostgreSQL, and the `Database` both engines fill.
+
+Repository modules write each SQL statement once, with `?` placeholders, and call the helpers below
+(`fetch_one`, `fetch_all`, `fetch_value`, `execute`, `insert`). Each engine's `Conn` adapts: PostgreSQL's turns
+`?` into `$n`, an INSERT's new id comes from `RETURNING id`, and rows read by name (`row["col"]`) or position.
+What differs for real (locking, triggers, migration bookkeeping) lives in services/store/sqlite.py and postgres.py.
+"""
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
-
-from services.store.schema import MIGRATIONS
+from typing import Any, ClassVar, Literal, ParamSpec, Protocol, Self, TypeVar, cast
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 10_000
+Dialect = Literal["sqlite", "postgresql"]
+Row = Mapping[str, Any]  # aiosqlite.Row and asyncpg.Record both read by name and by position
+
+DEFAULT_DATABASE_URL = "sqlite:///data/bot.sqlite3"
 
 
 def now_ts() -> int:
     return int(time.time())
 
 
-def path_from_url(url: str) -> Path:
-    """`sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (the SQLAlchemy spelling) or a bare path."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):])
-    if "://" in url:
-        raise ValueError("only sqlite:/// URLs are supported, e.g. sqlite:///data/bot.sqlite3")
-    return Path(url)
+class Conn(Protocol):
+    """A transaction, or a reader in autocommit. Parameters are `?`; the engine adapts them."""
+
+    dialect: Dialect
+    # Appended to a SELECT that must lock the rows it reads until the transaction ends: " FOR UPDATE" on
+    # PostgreSQL; empty on SQLite, whose single writer (BEGIN IMMEDIATE) already holds every row.
+    for_update: str
+
+    async def fetch_one(self, sql: str, *args: Any) -> Any: ...
+    async def fetch_all(self, sql: str, *args: Any) -> list[Any]: ...
+    async def fetch_value(self, sql: str, *args: Any) -> Any: ...
+    async def execute(self, sql: str, *args: Any) -> int: ...
+    async def insert(self, sql: str, *args: Any) -> int | None: ...
+    async def advisory_lock(self, name: str) -> None: ...
+    def stream(self, sql: str, *args: Any, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]: ...
+
+
+# The repository modules' calling convention (a connection, a statement, a parameter tuple). Kept as functions so
+# every repository reads the same on both engines.
+
+async def fetch_one(conn: Conn, sql: str, params: Iterable[Any] = ()) -> Any:
+    """The first row, or None."""
+    return await conn.fetch_one(sql, *params)
+
+
+async def fetch_all(conn: Conn, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+    return await conn.fetch_all(sql, *params)
+
+
+async def fetch_value(conn: Conn, sql: str, params: Iterable[Any] = ()) -> Any:
+    """The first column of the first row, or None."""
+    return await conn.fetch_value(sql, *params)
+
+
+async def execute(conn: Conn, sql: str, params: Iterable[Any] = ()) -> int:
+    """Run a write and return the number of rows it changed."""
+    return await conn.execute(sql, *params)
+
+
+async def insert(conn: Conn, sql: str, params: Iterable[Any] = ()) -> int | None:
+    """Run an INSERT into a table with an `id` column; the new id, or None when ON CONFLICT DO NOTHING skipped it."""
+    return await conn.insert(sql, *params)
+
+
+def store_busy_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the store can't take this write right now, try again": SQLite busy past its timeout, a lock
+    timeout or a lost connection on PostgreSQL. Not constraint violations: those are answers, not outages."""
+    import sqlite3
+
+    import asyncpg
+
+    return (sqlite3.OperationalError, OSError, asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError,
+            asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError)
+
+
+class DatabaseUnreachable(Exception):
+    """The database server could not be reached or refused us; the message says which and what to check."""
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by newer code than this: running on would write rows that code doesn't expect."""
+
+
+class Lock(Protocol):
+    """A session-level lock held on a connection of its own (leader election, the migration lock)."""
+
+    @property
+    def held(self) -> bool: ...
+
+    async def lost(self) -> None:
+        """Returns when the lock is gone for good (its connection dropped): stop acting as its holder."""
 
 
 class Database:
-    """Owns the connections. Writes go through `transaction()`, one at a time, as `BEGIN IMMEDIATE`.
+    """Owns the connections of one engine. `Database(url_or_path)` builds the engine the URL names, as
+    `pathlib.Path(...)` builds the flavour of its platform: `sqlite:///…` or a path -> SQLite, `postgresql://…` ->
+    PostgreSQL.
 
-    Serializing writers in-process keeps coroutines from sharing a transaction; BEGIN IMMEDIATE plus
-    the busy timeout makes a second process (or a crashed one's leftovers) wait instead of corrupting.
+    The contract both engines keep:
+    - `transaction()` is one write transaction: commit on normal exit, rollback on any exception;
+    - `reader` reads the latest committed data, outside any transaction;
+    - `migrate()` brings the schema to the newest version this code knows (several processes at once included)
+      and refuses a database that newer code migrated further (`SchemaTooNew`);
+    - `session_lock(name)` tries a lock that lives as long as a connection of its own (a leader).
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+    dialect: ClassVar[Dialect]
+    url: DatabaseURL  # what it was opened with: Database(db.url) opens the same data again (another "process")
+
+    def __new__(cls, target: str | Path | DatabaseURL = DEFAULT_DATABASE_URL, **kwargs: Any) -> Self:
+        if cls is not Database:
+            return super().__new__(cls)
+        url = DatabaseURL.parse(target)
+        if url.dialect == "postgresql":
+            from services.store.postgres import PostgresDatabase
+
+            return cast(Self, super().__new__(PostgresDatabase))
+        from services.store.sqlite import SQLiteDatabase
+
+        return cast(Self, super().__new__(SQLiteDatabase))
 
     async def connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._open()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self.migrate()
-        self._reader = await self._open()
-
-    async def _open(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            conn.row_factory = aiosqlite.Row
-            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA foreign_keys=ON")
-            # FULL: a committed credit survives power loss too, not only a process crash.
-            await conn.execute("PRAGMA synchronous=FULL")
-        except BaseException:
-            await conn.close()  # its thread would otherwise keep the process alive (a file that isn't a database)
-            raise
-        return conn
+        raise NotImplementedError
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        raise NotImplementedError
 
     async def migrate(self) -> int:
-        """Apply every migration newer than the file's `user_version`, each in its own transaction."""
-        assert self._writer is not None
-        async with self._write_lock:
-            version = await self._user_version()
-            for target, statements in MIGRATIONS:
-                if target <= version:
-                    continue
-                await self._writer.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in statements:
-                        await self._writer.execute(statement)
-                    await self._writer.execute(f"PRAGMA user_version={int(target)}")
-                    await self._writer.execute("COMMIT")
-                except BaseException:
-                    await self._writer.execute("ROLLBACK")
-                    raise
-                log.info("database migrated to schema version %s", target)
-                version = target
-            return version
+        raise NotImplementedError
 
-    async def _user_version(self) -> int:
-        assert self._writer is not None
-        async with self._writer.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
+    async def schema_version(self) -> int:
+        raise NotImplementedError
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction; commits on normal exit, rolls back on any exception (cancellation included)."""
-        if self._writer is None:
-            raise RuntimeError("database is not connected")
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            else:
-                await self._writer.execute("COMMIT")
+    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+        raise NotImplementedError
 
-    @asynccontextmanager
-    async def separate_reader(self) -> AsyncIterator[aiosqlite.Connection]:
+    def separate_reader(self) -> AbstractAsyncContextManager[Conn]:
         """A connection of its own for a long read (an export), so the shared reader is never held open."""
-        conn = await self._open()
-        try:
-            yield conn
-        finally:
-            await conn.close()
+        raise NotImplementedError
 
     @property
-    def reader(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise RuntimeError("database is not connected")
-        return self._reader
+    def reader(self) -> Conn:
+        raise NotImplementedError
+
+    def session_lock(self, name: str, *, wait: bool = False) -> AbstractAsyncContextManager[Lock]:
+        """Hold `name` while the block runs; `lock.held` says whether it was got (always, with `wait=True`)."""
+        raise NotImplementedError
 
     async def can_write(self) -> bool:
         """A real committed write (a heartbeat row): fails when the disk is full or the file is read-only."""
@@ -146,32 +176,93 @@ class Database:
         except Exception:  # noqa: BLE001 - health check reports, never raises
             return False
 
-
-# Reads run in one hop to SQLite's thread (execute_fetchall). With a separate execute and fetch, a statement
-# left open between them holds an old snapshot, and other coroutines reading on the same connection meanwhile
-# would see data from before the latest commits.
-
-async def fetch_one(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-    rows = await conn.execute_fetchall(sql, tuple(params))
-    return next(iter(rows), None)
+    def describe(self) -> str:
+        """Where the data lives, for the start-up log line; never a password."""
+        raise NotImplementedError
 
 
-async def fetch_all(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-    return list(await conn.execute_fetchall(sql, tuple(params)))
+@dataclass(frozen=True)
+class DatabaseURL:
+    """DATABASE_URL, read: SQLite (a file path) or PostgreSQL (a DSN handed to asyncpg untouched)."""
+
+    dialect: Dialect
+    path: Path | None = None   # SQLite
+    # PostgreSQL: any form asyncpg accepts, unix sockets (?host=/var/run/postgresql) too. Not in the repr: it may
+    # carry a password.
+    dsn: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, target: str | Path | DatabaseURL) -> DatabaseURL:
+        """`sqlite:///relative.db`, `sqlite:////absolute.db` (the SQLAlchemy spelling) or a bare path;
+        `postgresql://…` or `postgres://…`. Raises ValueError with what to write instead."""
+        if isinstance(target, DatabaseURL):
+            return target
+        if isinstance(target, Path):
+            return cls("sqlite", path=target)
+        text = target.strip()
+        if text.startswith("sqlite:///"):
+            return cls("sqlite", path=Path(text[len("sqlite:///"):]))
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        if scheme in ("postgresql", "postgres"):
+            try:
+                urlsplit(text).port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ValueError("the port is not a number; write postgresql://user:password@host:5432/dbname")
+            return cls("postgresql", dsn=text)
+        if scheme.startswith(("postgresql+", "sqlite+")):
+            raise ValueError(f"drop the driver suffix {scheme[scheme.index('+'):]!r}: the bot picks its own driver; "
+                             "write postgresql://… or sqlite:///…")
+        if scheme:
+            raise ValueError(f"unsupported scheme {scheme!r}; use sqlite:///data/bot.sqlite3 or "
+                             "postgresql://user:password@host:5432/dbname")
+        return cls("sqlite", path=Path(text))
+
+    def safe(self) -> str:
+        """The URL without its password, for logs."""
+        if self.dialect == "sqlite":
+            return f"sqlite:///{self.path}"
+        assert self.dsn is not None
+        parts = urlsplit(self.dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+        return parts._replace(netloc=netloc, query="").geturl()
 
 
-async def fetch_value(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> Any:
-    row = await fetch_one(conn, sql, params)
-    return None if row is None else row[0]
+def path_from_url(url: str) -> Path:
+    """The SQLite file a URL names (ValueError for anything else); kept for callers that only handle SQLite."""
+    parsed = DatabaseURL.parse(url)
+    if parsed.path is None:
+        raise ValueError("not a SQLite URL")
+    return parsed.path
 
 
-async def execute(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> int:
-    """Run a write and return the number of rows it changed."""
-    async with conn.execute(sql, tuple(params)) as cur:
-        return cur.rowcount
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEADLOCK_ATTEMPTS = 3
 
 
-async def insert(conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> int | None:
-    """Run an INSERT and return the new rowid, or None when ON CONFLICT DO NOTHING skipped it."""
-    async with conn.execute(sql, tuple(params)) as cur:
-        return cur.lastrowid if cur.rowcount == 1 else None
+def retry_on_deadlock(work: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run a whole transaction again when PostgreSQL broke a deadlock by aborting it (SQLSTATE 40P01).
+
+    The lock order (deposit, then user, then coupon) should make this never happen; it is logged as an error of its
+    own, so a broken order shows up instead of hiding among ordinary failures. SQLite has one writer: no deadlocks.
+    """
+
+    @functools.wraps(work)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        from asyncpg.exceptions import DeadlockDetectedError
+
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return await work(*args, **kwargs)
+            except DeadlockDetectedError as exc:
+                log.error("deadlock (SQLSTATE 40P01) in %s, attempt %s of %s: some transaction takes locks out of "
+                          "the order deposit, user, coupon: %s", work.__qualname__, attempt, DEADLOCK_ATTEMPTS, exc)
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    return cast(Callable[P, Awaitable[T]], run)

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import aiosqlite
-
-from services.store.db import execute, fetch_all, fetch_one, fetch_value, insert, now_ts
+from services.store.db import Conn, execute, fetch_all, fetch_one, fetch_value, insert, now_ts
 from services.store.models import Deposit, DepositStatus
-
 
 # Repeating the partial index's condition lets SQLite use deposits_open instead of reading the whole table.
 _OPEN = "status IN ('creating', 'pending', 'expired', 'cancelled')"
 
 
-async def reserve(conn: aiosqlite.Connection, *, user_id: int, chat_id: int, gateway: str, coin: str,
+async def reserve(conn: Conn, *, user_id: int, chat_id: int, gateway: str, coin: str,
                   network: str, amount_cents: int, coupon_id: int | None, gateway_coupon: str | None,
                   method: str = "wallet", message: tuple[int, int] | None = None) -> int:
     """`message` (chat id, message id): the "Creating your deposit..." message, edited if the creation is lost."""
@@ -33,7 +30,7 @@ async def reserve(conn: aiosqlite.Connection, *, user_id: int, chat_id: int, gat
     return deposit_id
 
 
-async def mark_created(conn: aiosqlite.Connection, deposit_id: int, *, order_id: str, address: str | None,
+async def mark_created(conn: Conn, deposit_id: int, *, order_id: str, address: str | None,
                        pay_amount: Decimal | None, pay_currency: str, expires_at: int, payment_url: str | None,
                        quoted_cents: int | None, first_check_at: int) -> None:
     await execute(
@@ -48,17 +45,31 @@ async def mark_created(conn: aiosqlite.Connection, deposit_id: int, *, order_id:
     )
 
 
-async def get(conn: aiosqlite.Connection, deposit_id: int) -> Deposit | None:
+async def get(conn: Conn, deposit_id: int) -> Deposit | None:
     row = await fetch_one(conn, "SELECT * FROM deposits WHERE id = ?", (deposit_id,))
     return Deposit.from_row(row) if row else None
 
 
-async def by_order(conn: aiosqlite.Connection, gateway: str, order_id: str) -> Deposit | None:
+async def lock(conn: Conn, deposit_id: int) -> Deposit | None:
+    """Read the deposit and lock its row until the transaction ends (PostgreSQL; SQLite's writer holds it anyway).
+    Every transaction that changes a deposit takes this lock first: deposit, then user, then coupon."""
+    row = await fetch_one(conn, f"SELECT * FROM deposits WHERE id = ?{conn.for_update}", (deposit_id,))
+    return Deposit.from_row(row) if row else None
+
+
+async def lock_by_order(conn: Conn, gateway: str, order_id: str) -> Deposit | None:
+    """`lock`, found by the gateway's reference."""
+    row = await fetch_one(conn, f"SELECT * FROM deposits WHERE gateway = ? AND order_id = ?{conn.for_update}",
+                          (gateway, order_id))
+    return Deposit.from_row(row) if row else None
+
+
+async def by_order(conn: Conn, gateway: str, order_id: str) -> Deposit | None:
     row = await fetch_one(conn, "SELECT * FROM deposits WHERE gateway = ? AND order_id = ?", (gateway, order_id))
     return Deposit.from_row(row) if row else None
 
 
-async def set_status(conn: aiosqlite.Connection, deposit_id: int, status: DepositStatus, *,
+async def set_status(conn: Conn, deposit_id: int, status: DepositStatus, *,
                      only_from: tuple[DepositStatus, ...], failure_reason: str | None = None) -> bool:
     """Move a deposit between states, only from the listed ones: a compare-and-set, so races can't undo a payment."""
     placeholders = ",".join("?" for _ in only_from)
@@ -73,7 +84,7 @@ async def set_status(conn: aiosqlite.Connection, deposit_id: int, status: Deposi
     return changed == 1
 
 
-async def mark_paid(conn: aiosqlite.Connection, deposit_id: int, *, credited_cents: int, bonus_cents: int,
+async def mark_paid(conn: Conn, deposit_id: int, *, credited_cents: int, bonus_cents: int,
                     txid: str | None) -> None:
     now = now_ts()
     await execute(
@@ -87,12 +98,12 @@ async def mark_paid(conn: aiosqlite.Connection, deposit_id: int, *, credited_cen
     )
 
 
-async def attach_message(conn: aiosqlite.Connection, deposit_id: int, chat_id: int, message_id: int) -> None:
+async def attach_message(conn: Conn, deposit_id: int, chat_id: int, message_id: int) -> None:
     await execute(conn, "UPDATE deposits SET message_chat_id = ?, message_id = ? WHERE id = ?",
                   (chat_id, message_id, deposit_id))
 
 
-async def schedule_check(conn: aiosqlite.Connection, deposit_id: int, *, next_check_at: int | None,
+async def schedule_check(conn: Conn, deposit_id: int, *, next_check_at: int | None,
                          failed: bool) -> None:
     await execute(
         conn,
@@ -105,7 +116,7 @@ async def schedule_check(conn: aiosqlite.Connection, deposit_id: int, *, next_ch
     )
 
 
-async def for_user(conn: aiosqlite.Connection, user_id: int, *, limit: int, offset: int) -> list[Deposit]:
+async def for_user(conn: Conn, user_id: int, *, limit: int, offset: int) -> list[Deposit]:
     """The user's deposits that reached the gateway, newest first."""
     rows = await fetch_all(
         conn,
@@ -115,12 +126,12 @@ async def for_user(conn: aiosqlite.Connection, user_id: int, *, limit: int, offs
     return [Deposit.from_row(r) for r in rows]
 
 
-async def count_for_user(conn: aiosqlite.Connection, user_id: int) -> int:
+async def count_for_user(conn: Conn, user_id: int) -> int:
     return int(await fetch_value(
         conn, "SELECT COUNT(*) FROM deposits WHERE user_id = ? AND order_id IS NOT NULL", (user_id,)))
 
 
-async def due_for_check(conn: aiosqlite.Connection, now: int, limit: int = 200) -> list[Deposit]:
+async def due_for_check(conn: Conn, now: int, limit: int = 200) -> list[Deposit]:
     rows = await fetch_all(
         conn,
         """
@@ -133,37 +144,37 @@ async def due_for_check(conn: aiosqlite.Connection, now: int, limit: int = 200) 
     return [Deposit.from_row(r) for r in rows]
 
 
-async def pending_past_expiry(conn: aiosqlite.Connection, now: int) -> list[Deposit]:
+async def pending_past_expiry(conn: Conn, now: int) -> list[Deposit]:
     rows = await fetch_all(
         conn, f"SELECT * FROM deposits WHERE {_OPEN} AND status = 'pending' AND expires_at IS NOT NULL "
         "AND expires_at <= ?", (now,))
     return [Deposit.from_row(r) for r in rows]
 
 
-async def stale_creating(conn: aiosqlite.Connection, older_than: int) -> list[Deposit]:
+async def stale_creating(conn: Conn, older_than: int) -> list[Deposit]:
     rows = await fetch_all(conn, f"SELECT * FROM deposits WHERE {_OPEN} AND status = 'creating' AND created_at <= ?",
                            (older_than,))
     return [Deposit.from_row(r) for r in rows]
 
 
-async def count_pending(conn: aiosqlite.Connection) -> int:
+async def count_pending(conn: Conn) -> int:
     return int(await fetch_value(conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status = 'pending'"))
 
 
-async def count_open_for_user(conn: aiosqlite.Connection, user_id: int) -> int:
+async def count_open_for_user(conn: Conn, user_id: int) -> int:
     """Deposits of this user still being created or waiting for payment."""
     return int(await fetch_value(
         conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status IN ('creating', 'pending') AND user_id = ?",
         (user_id,)))
 
 
-async def count_started_since(conn: aiosqlite.Connection, user_id: int, since: int) -> int:
+async def count_started_since(conn: Conn, user_id: int, since: int) -> int:
     """Every attempt counts, failed ones too: each one cost a call to the gateway."""
     return int(await fetch_value(
         conn, "SELECT COUNT(*) FROM deposits WHERE user_id = ? AND created_at >= ?", (user_id, since)))
 
 
-async def note_hold(conn: aiosqlite.Connection, deposit_id: int, reason: str) -> None:
+async def note_hold(conn: Conn, deposit_id: int, reason: str) -> None:
     """Why a payment report on this deposit is held for a person (shown by /deposit); the status is left as it is."""
     await execute(conn, "UPDATE deposits SET failure_reason = ?, updated_at = ? WHERE id = ? AND status <> 'paid'",
                   (reason, now_ts(), deposit_id))

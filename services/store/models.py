@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-import aiosqlite
+from services.store.db import Row
 
 
 class DepositStatus(str, Enum):
@@ -41,7 +41,7 @@ class User:
     created_at: int
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> User:
+    def from_row(cls, row: Row) -> User:
         return cls(
             id=row["id"],
             username=row["username"],
@@ -95,7 +95,7 @@ class Deposit:
         return self.quoted_cents if self.quoted_cents is not None else self.amount_cents
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Deposit:
+    def from_row(cls, row: Row) -> Deposit:
         return cls(
             id=row["id"],
             user_id=row["user_id"],
@@ -146,7 +146,7 @@ class Coupon:
         return self.value
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Coupon:
+    def from_row(cls, row: Row) -> Coupon:
         return cls(
             id=row["id"],
             code=row["code"],
@@ -171,7 +171,7 @@ class LedgerEntry:
     created_at: int
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> LedgerEntry:
+    def from_row(cls, row: Row) -> LedgerEntry:
         return cls(
             id=row["id"],
             user_id=row["user_id"],
@@ -194,7 +194,7 @@ class Notification:
     attempts: int = 0
 
     @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> Notification:
+    def from_row(cls, row: Row) -> Notification:
         return cls(
             id=row["id"],
             kind=row["kind"],

@@ -4,13 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiosqlite
-
-from services.store.db import execute, fetch_all, fetch_value, insert, now_ts
+from services.store.db import Conn, execute, fetch_all, fetch_value, insert, now_ts
 from services.store.models import Notification
 
 
-async def enqueue(conn: aiosqlite.Connection, *, kind: str, chat_id: int, dedupe_key: str,
+async def enqueue(conn: Conn, *, kind: str, chat_id: int, dedupe_key: str,
                   user_id: int | None = None, deposit_id: int | None = None,
                   payload: dict[str, Any] | None = None) -> int | None:
     """Queue a notification once per dedupe key; a repeated event queues nothing."""
@@ -25,7 +23,7 @@ async def enqueue(conn: aiosqlite.Connection, *, kind: str, chat_id: int, dedupe
     )
 
 
-async def supersede(conn: aiosqlite.Connection, dedupe_keys: list[str]) -> None:
+async def supersede(conn: Conn, dedupe_keys: list[str]) -> None:
     """Drop the still-pending notifications with these keys: a newer one says the same thing, more up to date."""
     if dedupe_keys:
         await execute(conn, f"""
@@ -34,12 +32,12 @@ async def supersede(conn: aiosqlite.Connection, dedupe_keys: list[str]) -> None:
         """, dedupe_keys)
 
 
-async def queued(conn: aiosqlite.Connection, dedupe_key: str) -> bool:
+async def queued(conn: Conn, dedupe_key: str) -> bool:
     """Whether a notification with this key was ever queued (sent or not)."""
     return await fetch_value(conn, "SELECT 1 FROM notifications WHERE dedupe_key = ?", (dedupe_key,)) is not None
 
 
-async def due(conn: aiosqlite.Connection, now: int, limit: int = 50) -> list[Notification]:
+async def due(conn: Conn, now: int, limit: int = 50) -> list[Notification]:
     rows = await fetch_all(
         conn,
         "SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
@@ -48,12 +46,12 @@ async def due(conn: aiosqlite.Connection, now: int, limit: int = 50) -> list[Not
     return [Notification.from_row(r) for r in rows]
 
 
-async def mark_sent(conn: aiosqlite.Connection, notification_id: int) -> None:
+async def mark_sent(conn: Conn, notification_id: int) -> None:
     await execute(conn, "UPDATE notifications SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
                   (now_ts(), notification_id))
 
 
-async def retry_later(conn: aiosqlite.Connection, notification_id: int, *, at: int, error: str) -> None:
+async def retry_later(conn: Conn, notification_id: int, *, at: int, error: str) -> None:
     await execute(
         conn,
         "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
@@ -61,7 +59,7 @@ async def retry_later(conn: aiosqlite.Connection, notification_id: int, *, at: i
     )
 
 
-async def give_up(conn: aiosqlite.Connection, notification_id: int, *, error: str) -> None:
+async def give_up(conn: Conn, notification_id: int, *, error: str) -> None:
     await execute(conn,
                   "UPDATE notifications SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
                   (error[:500], notification_id))

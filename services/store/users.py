@@ -1,13 +1,11 @@
 """Users and their cached balance."""
 from __future__ import annotations
 
-import aiosqlite
-
-from services.store.db import execute, fetch_all, fetch_one, now_ts
+from services.store.db import Conn, execute, fetch_all, fetch_one, now_ts
 from services.store.models import User
 
 
-async def upsert(conn: aiosqlite.Connection, user_id: int, username: str | None, first_name: str,
+async def upsert(conn: Conn, user_id: int, username: str | None, first_name: str,
                  telegram_lang: str | None) -> None:
     """Record the sender as Telegram shows them now. A username is held by one account at a time, so whoever
     carried it before (renamed since) loses it here: /credit @name can't reach a stale holder."""
@@ -23,19 +21,20 @@ async def upsert(conn: aiosqlite.Connection, user_id: int, username: str | None,
         ON CONFLICT (id) DO UPDATE SET
             username = excluded.username, first_name = excluded.first_name,
             telegram_lang = excluded.telegram_lang, updated_at = excluded.updated_at
-        WHERE users.username IS NOT excluded.username OR users.first_name IS NOT excluded.first_name
-           OR users.telegram_lang IS NOT excluded.telegram_lang
+        WHERE COALESCE(users.username, '') <> COALESCE(excluded.username, '')
+           OR users.first_name <> excluded.first_name
+           OR COALESCE(users.telegram_lang, '') <> COALESCE(excluded.telegram_lang, '')
         """,
         (user_id, username, first_name or "", telegram_lang, now, now),
     )
 
 
-async def get(conn: aiosqlite.Connection, user_id: int) -> User | None:
+async def get(conn: Conn, user_id: int) -> User | None:
     row = await fetch_one(conn, "SELECT * FROM users WHERE id = ?", (user_id,))
     return User.from_row(row) if row else None
 
 
-async def by_username(conn: aiosqlite.Connection, username: str) -> list[User]:
+async def by_username(conn: Conn, username: str) -> list[User]:
     """Every known user recorded with this username (more than one only from before usernames were kept unique),
     most recently seen first."""
     rows = await fetch_all(conn, "SELECT * FROM users WHERE lower(username) = lower(?) ORDER BY updated_at DESC, id",
@@ -43,18 +42,26 @@ async def by_username(conn: aiosqlite.Connection, username: str) -> list[User]:
     return [User.from_row(r) for r in rows]
 
 
-async def set_locale(conn: aiosqlite.Connection, user_id: int, locale: str) -> None:
+async def set_locale(conn: Conn, user_id: int, locale: str) -> None:
     await execute(conn, "UPDATE users SET locale = ?, updated_at = ? WHERE id = ?", (locale, now_ts(), user_id))
 
 
-async def balance_mismatches(conn: aiosqlite.Connection) -> list[tuple[int, int, int]]:
+async def balance_mismatches(conn: Conn) -> list[tuple[int, int, int]]:
     """Users whose cached balance differs from their ledger sum: (user id, cached, ledger). Should be empty."""
     rows = await fetch_all(
         conn,
         """
         SELECT u.id, u.balance_cents, COALESCE(SUM(l.amount_cents), 0) AS ledger_sum
         FROM users u LEFT JOIN ledger l ON l.user_id = u.id
-        GROUP BY u.id HAVING u.balance_cents <> ledger_sum
+        GROUP BY u.id, u.balance_cents HAVING u.balance_cents <> COALESCE(SUM(l.amount_cents), 0)
         """,
     )
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def lock(conn: Conn, user_id: int) -> User | None:
+    """Read the user and lock the row until the transaction ends: a check on this user's balance or limits, then
+    the write it allows, can't interleave with another transaction's (PostgreSQL; SQLite has one writer anyway).
+    Lock order: a deposit's row first, then its user's, then a coupon's."""
+    row = await fetch_one(conn, f"SELECT * FROM users WHERE id = ?{conn.for_update}", (user_id,))
+    return User.from_row(row) if row else None
