@@ -172,7 +172,7 @@ async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
             FROM deposits d LEFT JOIN users u ON u.id = d.user_id
             WHERE 1 = 1{since}
             ORDER BY d.created_at, d.id
-        """, *params, chunk=_EXPORT_CHUNK)
+        """, params, chunk=_EXPORT_CHUNK)
         async for chunk in rows:  # in chunks: the event loop gets turns in between
             writer.writerows(chunk)  # NULL is written as an empty field
             count += len(chunk)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ from services.reconciler import Reconciler
 from services.settlement import Outcome, Settler
 from services.store import CouponKind, Database, DepositStatus
 from services.store import coupons, deposits, users
-from services.store.db import fetch_all, fetch_value
+from services.store.db import fetch_all, fetch_value, integrity_errors
 from services.topup import TopupService
 
 ADMIN = -100
@@ -297,7 +296,7 @@ async def test_once_per_user_is_a_database_constraint(s: Services) -> None:
                                          coupon_code="ONCEPER")
     second = await s.topup.create_deposit(user_id=1, chat_id=1, coin="BTC", network="BTC", amount_cents=1000,
                                           coupon_code=None)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity_errors()):
         async with s.db.transaction() as tx:
             await tx.execute("INSERT INTO coupon_holds (coupon_id, user_id, deposit_id, state, created_at) "
                              "VALUES (?, 1, ?, 'held', 0)", (coupon_id, second.id))

@@ -37,13 +37,14 @@ class Conn(Protocol):
     # PostgreSQL; empty on SQLite, whose single writer (BEGIN IMMEDIATE) already holds every row.
     for_update: str
 
-    async def fetch_one(self, sql: str, *args: Any) -> Any: ...
-    async def fetch_all(self, sql: str, *args: Any) -> list[Any]: ...
-    async def fetch_value(self, sql: str, *args: Any) -> Any: ...
-    async def execute(self, sql: str, *args: Any) -> int: ...
-    async def insert(self, sql: str, *args: Any) -> int | None: ...
+    # Parameters as one sequence, as aiosqlite and sqlite3 take them: conn.execute(sql, (a, b)).
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Any: ...
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
+    async def fetch_value(self, sql: str, params: Iterable[Any] = ()) -> Any: ...
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int: ...
+    async def insert(self, sql: str, params: Iterable[Any] = ()) -> int | None: ...
     async def advisory_lock(self, name: str) -> None: ...
-    def stream(self, sql: str, *args: Any, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]: ...
+    def stream(self, sql: str, params: Iterable[Any] = (), *, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]: ...
 
 
 # The repository modules' calling convention (a connection, a statement, a parameter tuple). Kept as functions so
@@ -51,26 +52,26 @@ class Conn(Protocol):
 
 async def fetch_one(conn: Conn, sql: str, params: Iterable[Any] = ()) -> Any:
     """The first row, or None."""
-    return await conn.fetch_one(sql, *params)
+    return await conn.fetch_one(sql, params)
 
 
 async def fetch_all(conn: Conn, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-    return await conn.fetch_all(sql, *params)
+    return await conn.fetch_all(sql, params)
 
 
 async def fetch_value(conn: Conn, sql: str, params: Iterable[Any] = ()) -> Any:
     """The first column of the first row, or None."""
-    return await conn.fetch_value(sql, *params)
+    return await conn.fetch_value(sql, params)
 
 
 async def execute(conn: Conn, sql: str, params: Iterable[Any] = ()) -> int:
     """Run a write and return the number of rows it changed."""
-    return await conn.execute(sql, *params)
+    return await conn.execute(sql, params)
 
 
 async def insert(conn: Conn, sql: str, params: Iterable[Any] = ()) -> int | None:
     """Run an INSERT into a table with an `id` column; the new id, or None when ON CONFLICT DO NOTHING skipped it."""
-    return await conn.insert(sql, *params)
+    return await conn.insert(sql, params)
 
 
 def store_busy_errors() -> tuple[type[BaseException], ...]:
@@ -87,6 +88,15 @@ def store_busy_errors() -> tuple[type[BaseException], ...]:
 
 class DatabaseUnreachable(Exception):
     """The database server could not be reached or refused us; the message says which and what to check."""
+
+
+def integrity_errors() -> tuple[type[Exception], ...]:
+    """What a violated constraint (UNIQUE, CHECK, FOREIGN KEY, the append-only triggers) raises, on either engine."""
+    import sqlite3
+
+    import asyncpg
+
+    return (sqlite3.IntegrityError, asyncpg.exceptions.IntegrityConstraintViolationError)
 
 
 class SchemaTooNew(Exception):

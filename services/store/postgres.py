@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -81,20 +81,20 @@ class PgConn:
     def __init__(self, raw: asyncpg.Connection | asyncpg.Pool) -> None:
         self.raw = raw
 
-    async def fetch_one(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self.raw.fetchrow(to_dollar_params(sql), *args)
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> asyncpg.Record | None:
+        return await self.raw.fetchrow(to_dollar_params(sql), *params)
 
-    async def fetch_all(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return list(await self.raw.fetch(to_dollar_params(sql), *args))
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[asyncpg.Record]:
+        return list(await self.raw.fetch(to_dollar_params(sql), *params))
 
-    async def fetch_value(self, sql: str, *args: Any) -> Any:
-        return await self.raw.fetchval(to_dollar_params(sql), *args)
+    async def fetch_value(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return await self.raw.fetchval(to_dollar_params(sql), *params)
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        return _rowcount(await self.raw.execute(to_dollar_params(sql), *args))
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        return _rowcount(await self.raw.execute(to_dollar_params(sql), *params))
 
-    async def insert(self, sql: str, *args: Any) -> int | None:
-        value = await self.raw.fetchval(_insert_returning_id(sql), *args)
+    async def insert(self, sql: str, params: Iterable[Any] = ()) -> int | None:
+        value = await self.raw.fetchval(_insert_returning_id(sql), *params)
         return None if value is None else int(value)
 
     async def advisory_lock(self, name: str) -> None:
@@ -102,10 +102,10 @@ class PgConn:
         such as a daily sum, where there is no single row to lock)."""
         await self.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
 
-    async def stream(self, sql: str, *args: Any, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]:
+    async def stream(self, sql: str, params: Iterable[Any] = (), *, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]:
         assert isinstance(self.raw, asyncpg.Connection), "stream on a connection of its own (separate_reader)"
         async with self.raw.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await self.raw.cursor(to_dollar_params(sql), *args)
+            cursor = await self.raw.cursor(to_dollar_params(sql), *params)
             while rows := await cursor.fetch(chunk):
                 yield rows
 

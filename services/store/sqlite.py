@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,30 +31,30 @@ class SQLiteConn:
     # left open between them holds an old snapshot, and other coroutines reading on the same connection meanwhile
     # would see data from before the latest commits.
 
-    async def fetch_one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
-        rows = await self.raw.execute_fetchall(sql, args)
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        rows = await self.raw.execute_fetchall(sql, tuple(params))
         return next(iter(rows), None)
 
-    async def fetch_all(self, sql: str, *args: Any) -> list[aiosqlite.Row]:
-        return list(await self.raw.execute_fetchall(sql, args))
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        return list(await self.raw.execute_fetchall(sql, tuple(params)))
 
-    async def fetch_value(self, sql: str, *args: Any) -> Any:
-        row = await self.fetch_one(sql, *args)
+    async def fetch_value(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        row = await self.fetch_one(sql, params)
         return None if row is None else row[0]
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        async with self.raw.execute(sql, args) as cur:
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self.raw.execute(sql, tuple(params)) as cur:
             return cur.rowcount
 
-    async def insert(self, sql: str, *args: Any) -> int | None:
-        async with self.raw.execute(sql, args) as cur:
+    async def insert(self, sql: str, params: Iterable[Any] = ()) -> int | None:
+        async with self.raw.execute(sql, tuple(params)) as cur:
             return cur.lastrowid if cur.rowcount == 1 else None
 
     async def advisory_lock(self, name: str) -> None:
         """Nothing to do: the writer lock already serializes every write transaction."""
 
-    async def stream(self, sql: str, *args: Any, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]:
-        async with self.raw.execute(sql, args) as cursor:
+    async def stream(self, sql: str, params: Iterable[Any] = (), *, chunk: int = 1000) -> AsyncIterator[Sequence[Any]]:
+        async with self.raw.execute(sql, tuple(params)) as cursor:
             while rows := list(await cursor.fetchmany(chunk)):
                 yield rows
 
