@@ -307,8 +307,8 @@ async def test_audit_shows_who_did_what_and_why(h: Harness) -> None:
         assert internal not in text
 
 
-async def test_audit_speaks_the_admin_chat_language(api: FakeBotAPI, tmp_path: Path) -> None:
-    h = await start(api, tmp_path, ADMIN_LOCALE="ru")
+async def test_audit_speaks_the_admin_chat_language(api: FakeBotAPI, database_url: str) -> None:
+    h = await start(api, database_url, ADMIN_LOCALE="ru")
     try:
         await admin_says(h, "/credit 555 5 refund")
         await h.tap(ADMIN, "Подтвердить", chat_id=CHAT)
