@@ -1,8 +1,10 @@
 """Benchmark 1: signed Cryptomus payment callbacks into the real listener, against a bare aiohttp handler.
 
     .venv/bin/python -m bench.callbacks [--generator auto|wrk|aiohttp] [--requests N] [--seconds 15]
+                                        [--database postgresql://postgres@127.0.0.1:5432/test]
 
-Three processes: this one prepares a file SQLite database with N pending Cryptomus deposits and N correctly signed
+Three processes: this one prepares a database (a fresh SQLite file; or, with --database postgresql://…, a schema of
+its own in that PostgreSQL database, dropped afterwards) with N pending Cryptomus deposits and N correctly signed
 `paid` callbacks (one per deposit), then starts
   * the server: the real listener (bot/web.py + services/webhooks.py + services/settlement.py, wired by hand like
     tests/test_cryptomus_listener.py; the gateway's API base is a dead port, a signed callback needs no API call),
@@ -39,7 +41,7 @@ PATH = "/webhooks/cryptomus"
 
 # --- preparation --------------------------------------------------------------------------------------------------
 
-async def prepare(db_path: Path, bodies_path: Path, count: int) -> None:
+async def prepare(db_path: str, bodies_path: Path, count: int) -> None:
     """N pending deposits made with the store's own repositories, and N signed `paid` bodies, one per line."""
     from services.store import Database, deposits, users
     from services.store.db import now_ts
@@ -78,7 +80,7 @@ async def prepare(db_path: Path, bodies_path: Path, count: int) -> None:
 
 # --- the servers (each in its own process) ---------------------------------------------------------------------------
 
-async def serve_real(db_path: Path, port: int, log_path: Path, *, profile: str | None = None,
+async def serve_real(db_path: str, port: int, log_path: Path, *, profile: str | None = None,
                      synchronous: str | None = None) -> None:
     import logging
 
@@ -96,7 +98,7 @@ async def serve_real(db_path: Path, port: int, log_path: Path, *, profile: str |
     db = Database(db_path)
     await db.connect()
     if synchronous:  # diagnosis only (--sync): what the durability setting costs
-        for conn in (db._writer, db._reader):
+        for conn in (db._writer, db._reader.raw):  # type: ignore[attr-defined]  # SQLite only
             await conn.execute(f"PRAGMA synchronous={synchronous}")
     dead = f"http://127.0.0.1:{free_port()}"  # never called: a signed callback carries verified data
     gateway = CryptomusGateway(dead, MERCHANT, KEY, callback_url=f"http://127.0.0.1:{port}{PATH}")
@@ -258,7 +260,7 @@ def load(url: str, bodies: Path, connections: int, generator: str, seconds: int,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-async def count_results(db_path: Path) -> dict[str, int]:
+async def count_results(db_path: str) -> dict[str, int]:
     from services.store import Database
     from services.store.db import fetch_value
 
@@ -289,6 +291,9 @@ def main() -> int:
                              "once; auto (default): wrk when installed")
     parser.add_argument("--seconds", type=int, default=15, help="wrk's run time (default 15)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, log)")
+    parser.add_argument("--database", metavar="URL",
+                        help="postgresql://… to run on PostgreSQL, in a schema of its own that is dropped afterwards "
+                             "(default: a fresh SQLite file)")
     parser.add_argument("--profile", metavar="FILE", help="diagnosis: cProfile the listener into FILE")
     parser.add_argument("--sync", choices=("NORMAL", "OFF"),
                         help="diagnosis: run the listener with PRAGMA synchronous=... instead of the bot's FULL")
@@ -302,7 +307,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.serve == "real":
-        asyncio.run(serve_real(Path(args.db), args.port, Path(args.log), profile=args.profile,
+        asyncio.run(serve_real(args.db, args.port, Path(args.log), profile=args.profile,
                                synchronous=args.sync))
         return 0
     if args.serve == "bare":
@@ -322,15 +327,25 @@ def main() -> int:
     how = f"wrk for {args.seconds}s" if args.generator == "wrk" else "aiohttp client, each body once"
     header(f"payment callbacks: {args.requests} pending deposits with signed callbacks, {args.connections} "
            f"connections, generator {how}")
+    if args.database and args.sync:
+        print("--sync is SQLite's; leave it out with --database", file=sys.stderr)
+        return 2
     tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    schema = f"bench_{os.getpid()}"
     try:
-        db_path, bodies = tmp / "bot.sqlite3", tmp / "bodies.jsonl"
+        if args.database:
+            db_path = asyncio.run(_schema(args.database, schema, create=True))
+            engine = f"PostgreSQL {db_path.split('@')[-1].split('?')[0]}, READ COMMITTED, pool of 10"
+        else:
+            db_path = f"sqlite:///{tmp / 'bot.sqlite3'}"
+            engine = f"file SQLite, WAL, synchronous={args.sync or 'FULL'}"
+        bodies = tmp / "bodies.jsonl"
         started = time.perf_counter()
         asyncio.run(prepare(db_path, bodies, args.requests))
         print(f"  prepared {args.requests} pending deposits and signed bodies in {time.perf_counter() - started:.1f}s")
 
         port = free_port()
-        server = start_server(["--serve", "real", "--db", str(db_path), "--port", str(port),
+        server = start_server(["--serve", "real", "--db", db_path, "--port", str(port),
                                "--log", str(tmp / "listener.log"),
                                *(["--profile", args.profile] if args.profile else []),
                                *(["--sync", args.sync] if args.sync else [])])
@@ -351,8 +366,7 @@ def main() -> int:
 
         settled_rate = counts["ledger"] / real["elapsed"]
         bare_rate = bare["sent"] / bare["elapsed"]
-        print(f"real listener (file SQLite, WAL, synchronous={args.sync or 'FULL'}"
-              f"{', under cProfile' if args.profile else ''}):")
+        print(f"real listener ({engine}{', under cProfile' if args.profile else ''}):")
         print(line("requests sent / HTTP statuses", f"{real['sent']} / {real['statuses'] or 'n/a'}"
                    f"{' / errors ' + str(real['errors']) if real['errors'] else ''}"))
         print(line("settled (ledger rows) / deposits paid", f"{counts['ledger']} / {counts['paid']} "
@@ -376,7 +390,23 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+        if args.database:
+            asyncio.run(_schema(args.database, schema, create=False))
     return 0
+
+
+async def _schema(url: str, schema: str, *, create: bool) -> str:
+    """Create (or drop) the bench's own schema; the URL that puts the bot in it."""
+    import asyncpg
+
+    from tests.conftest import with_search_path
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}" if create else f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
+    return with_search_path(url, schema)
 
 
 if __name__ == "__main__":
