@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ from services.store import CouponKind, Database, LedgerKind
 from services.store import coupons, ledger, users
 from services.store.db import SchemaTooNew, fetch_all, fetch_value, integrity_errors
 from services.store.schema import MIGRATIONS, latest_version
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _user(db: Database, user_id: int = 1) -> None:
@@ -129,7 +133,17 @@ async def test_several_instances_starting_at_once_migrate_once(database_url: str
             await d.close()
 
 
-async def test_code_older_than_the_database_refuses_to_start(database_url: str) -> None:
+async def test_migrate_command_and_a_start_on_a_newer_database_say_one_line(database_url: str) -> None:
+    from bot.app import open_database
+    from bot.config import ConfigError, load_settings
+    from tests.harness import TOKEN
+
+    env = {**os.environ, "DATABASE_URL": database_url}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "migrate", env=env, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert out.decode().strip().endswith(f"schema version {latest_version()}")
     db = Database(database_url)
     await db.connect()
     async with db.transaction() as tx:  # a newer release migrated this database further
@@ -138,5 +152,10 @@ async def test_code_older_than_the_database_refuses_to_start(database_url: str) 
         else:
             await tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)", (latest_version() + 1,))
     await db.close()
-    with pytest.raises(SchemaTooNew, match=f"schema version {latest_version() + 1}, newer than this code's"):
-        await Database(database_url).connect()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "migrate", env=env, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and len(err.decode().strip().splitlines()) == 1
+    assert "newer than this code's" in err.decode()
+    with pytest.raises(ConfigError, match="^DATABASE_URL: the database .* run the newer version of the bot$"):
+        await open_database(load_settings({"BOT_TOKEN": TOKEN, "DATABASE_URL": database_url}))
