@@ -11,7 +11,7 @@ import pytest
 
 from services.store import CouponKind, Database, LedgerKind
 from services.store import coupons, ledger, users
-from services.store.db import SchemaTooNew, fetch_all, fetch_value, integrity_errors
+from services.store.db import fetch_all, fetch_value, integrity_errors
 from services.store.schema import MIGRATIONS, latest_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,8 +106,8 @@ async def test_every_integer_column_is_64_bit_on_postgresql(db: Database) -> Non
     """Telegram chat ids (-100…) and user ids need 64 bits; PostgreSQL's INTEGER has 32."""
     if db.dialect != "postgresql":
         return
-    narrow = await fetch_all(db.reader, "SELECT table_name, column_name FROM information_schema.columns "
-                                        "WHERE table_schema = current_schema() AND data_type IN ('integer', 'smallint')")
+    narrow = await fetch_all(db.reader, "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                                        "table_schema = current_schema() AND data_type IN ('integer', 'smallint')")
     assert [tuple(r) for r in narrow] == []
     async with db.transaction() as tx:
         await users.upsert(tx, 9_000_000_000, "big", "Big", None)
@@ -150,7 +150,8 @@ async def test_migrate_command_and_a_start_on_a_newer_database_say_one_line(data
         if db.dialect == "sqlite":
             await tx.execute(f"PRAGMA user_version = {latest_version() + 1}")
         else:
-            await tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)", (latest_version() + 1,))
+            await tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)",
+                             (latest_version() + 1,))
     await db.close()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "migrate", env=env, cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
