@@ -75,11 +75,11 @@ async def test_a_coupon_hold_released_twice_at_once_gives_back_one_use(s: Servic
                                                amount_cents=1000, coupon_code="TWICE")
         assert (await coupons.get(s.db.reader, coupon_id)).used_count == 2, round_
 
-        async def release() -> bool:
+        async def release(deposit_id: int) -> bool:
             async with s.db.transaction() as tx:
-                return await coupons.release(tx, deposit.id)
+                return await coupons.release(tx, deposit_id)
 
-        results = await asyncio.gather(*(release() for _ in range(4)))
+        results = await asyncio.gather(*(release(deposit.id) for _ in range(4)))
         assert results.count(True) == 1
         assert (await coupons.get(s.db.reader, coupon_id)).used_count == 1
         await s.settler.cancel(deposit.id)

@@ -217,7 +217,8 @@ class DatabaseURL:
             try:
                 urlsplit(text).port  # noqa: B018 - raises on a port that is not a number
             except ValueError:
-                raise ValueError("the port is not a number; write postgresql://user:password@host:5432/dbname")
+                raise ValueError("the port is not a number; write postgresql://user:password@host:5432/dbname"
+                                 ) from None
             return cls("postgresql", dsn=text)
         if scheme.startswith(("postgresql+", "sqlite+")):
             raise ValueError(f"drop the driver suffix {scheme[scheme.index('+'):]!r}: the bot picks its own driver; "
