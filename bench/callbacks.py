@@ -275,7 +275,7 @@ async def count_results(db_path: str) -> dict[str, int]:
                                               "SELECT COUNT(*) FROM callbacks WHERE verdict = 'credited'")),
             "mismatches": int(await fetch_value(db.reader, """
                 SELECT COUNT(*) FROM (SELECT u.id FROM users u LEFT JOIN ledger l ON l.user_id = u.id
-                GROUP BY u.id HAVING u.balance_cents <> COALESCE(SUM(l.amount_cents), 0))""")),
+                GROUP BY u.id, u.balance_cents HAVING u.balance_cents <> COALESCE(SUM(l.amount_cents), 0)) AS m""")),
         }
     finally:
         await db.close()
