@@ -160,3 +160,20 @@ async def test_migrate_command_and_a_start_on_a_newer_database_say_one_line(data
     assert "newer than this code's" in err.decode()
     with pytest.raises(ConfigError, match="^DATABASE_URL: the database .* run the newer version of the bot$"):
         await open_database(load_settings({"BOT_TOKEN": TOKEN, "DATABASE_URL": database_url}))
+
+
+async def test_the_unix_socket_form_of_the_url_reaches_the_same_database(postgres_url: str) -> None:
+    """postgresql://user@/db?host=/var/run/postgresql: asyncpg's socket form, as a Debian PostgreSQL offers it."""
+    if "@127.0.0.1:5432/" not in postgres_url or not Path("/var/run/postgresql").is_dir():
+        pytest.skip("TEST_DATABASE_URL is not the local server on 127.0.0.1:5432 with its socket in /var/run/postgresql")
+    over_tcp = Database(postgres_url)
+    await over_tcp.connect()
+    over_socket = Database(postgres_url.replace("@127.0.0.1:5432/", "@/") + "&host=/var/run/postgresql")
+    await over_socket.connect()
+    try:
+        async with over_socket.transaction() as tx:
+            await users.upsert(tx, 42, "sock", "Socket", None)
+        assert (await users.get(over_tcp.reader, 42)).first_name == "Socket"
+    finally:
+        await over_socket.close()
+        await over_tcp.close()
