@@ -165,7 +165,7 @@ async def test_migrate_command_and_a_start_on_a_newer_database_say_one_line(data
 async def test_the_unix_socket_form_of_the_url_reaches_the_same_database(postgres_url: str) -> None:
     """postgresql://user@/db?host=/var/run/postgresql: asyncpg's socket form, as a Debian PostgreSQL offers it."""
     if "@127.0.0.1:5432/" not in postgres_url or not Path("/var/run/postgresql").is_dir():
-        pytest.skip("TEST_DATABASE_URL is not the local server on 127.0.0.1:5432 with its socket in /var/run/postgresql")
+        pytest.skip("TEST_DATABASE_URL is not the local server on 127.0.0.1:5432 with a socket in /var/run/postgresql")
     over_tcp = Database(postgres_url)
     await over_tcp.connect()
     over_socket = Database(postgres_url.replace("@127.0.0.1:5432/", "@/") + "&host=/var/run/postgresql")
