@@ -22,6 +22,7 @@ from aiohttp import web
 
 from handlers.admin_access import AdminAccess
 from bot.config import ConfigError, Settings
+from bot.database import open_database
 from bot.delivery import DeliveryWorker
 from bot.fsm_storage import SQLiteStorage
 from handlers.i18n import Locales
@@ -44,7 +45,6 @@ from services.redact import register_secret
 from services.settlement import Settler
 from services.webhooks import CallbackInbox, CallbackPolicy
 from services.store import Database
-from services.store.db import DatabaseUnreachable, SchemaTooNew
 from services.store.settings import get_or_create_secret
 from services.summary import daily_summary_forever
 from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService, UserLimits
@@ -140,30 +140,9 @@ class Application:
         await self.db.close()
 
 
-async def open_database(settings: Settings) -> Database:
-    """The database, created and migrated; one that can't be opened (or that newer code migrated further) is a
-    ConfigError naming DATABASE_URL, never with its password."""
-    db = Database(settings.database_url)
-    try:
-        await db.connect()
-    except (SchemaTooNew, DatabaseUnreachable) as exc:
-        await db.close()
-        raise ConfigError(f"DATABASE_URL: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - any engine's refusal becomes one line (the URL may hold a password)
-        await db.close()
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if db.dialect == "sqlite":
-            raise ConfigError(f"DATABASE_URL: cannot open the database {settings.database_url.path} ({reason}); "
-                              "point it at a file the bot may create and write, e.g. sqlite:///data/bot.sqlite3"
-                              ) from None
-        raise ConfigError(f"DATABASE_URL: cannot use the database {settings.database_url.safe()} ({reason})"
-                          ) from None
-    return db
-
-
 async def build_application(settings: Settings, *, gateway: Gateway | None = None,
                             policies: dict[str, CallbackPolicy] | None = None) -> Application:
-    db = await open_database(settings)
+    db = await open_database(settings.database_url)
     if gateway is None:
         gateway, policies = await build_gateway(settings, db)
     matrix = Matrix(gateway.pairs, settings.allowed_pairs)

@@ -6,6 +6,8 @@ import os
 import sys
 from datetime import datetime, timezone
 
+from bot.config import ConfigError
+from bot.database import open_database
 from services.coupons import CouponSpecError, CouponSpecProblem, add_coupon, parse_coupon_spec
 from services.money import format_usd
 from services.store import Coupon, CouponKind, Database
@@ -114,8 +116,11 @@ def run_coupons(args: list[str]) -> int:
 
 
 async def _coupons(url: DatabaseURL, command: str, args: list[str]) -> int:
-    db = Database(url)
-    await db.connect()
+    try:
+        db = await open_database(url)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         if command == "add":
             try:

@@ -151,3 +151,22 @@ async def test_the_bot_describes_itself_in_every_shipped_language_and_keeps_the_
     assert api.short_descriptions["ru"].startswith("Пополнение баланса криптовалютой")
     assert api.short_descriptions[""] == "Acme VPN top-ups"  # not overwritten
     assert [c.params.get("language_code") for c in api.calls_of("setMyShortDescription")] == ["ru"]
+
+
+def test_the_coupon_command_with_a_database_it_cannot_open_is_one_line(tmp_path: Path):
+    (tmp_path / "a-file").write_text("not a folder")
+    env = bot_env(tmp_path, TELEGRAM_API_URL="http://127.0.0.1:9")
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'a-file' / 'bot.sqlite3'}"
+    result = subprocess.run([sys.executable, "-m", "bot", "coupons", "list"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    one_line_error(result, "DATABASE_URL", "cannot open the database")
+
+
+async def test_allowed_pairs_that_leave_nothing_to_offer_is_one_line(tmp_path: Path):
+    async with FakeBotAPI() as api:
+        env = bot_env(tmp_path, TELEGRAM_API_URL=api.base_url, PAYMENT_GATEWAY="smartcloudpay",
+                      SMARTCLOUDPAY_API_URL="http://127.0.0.1:9", SMARTCLOUDPAY_API_KEY="sk_test",
+                      SMARTCLOUDPAY_MERCHANT_ID="m", SMARTCLOUDPAY_NOTIFY_EMAIL="ops@example.com",
+                      ALLOWED_PAIRS="BTC")  # Smart CloudPay offers only the pairs in SMARTCLOUDPAY_PAIRS
+        code, log = await run_against_fake_telegram(env, tmp_path)
+    assert_one_line(code, log, "ALLOWED_PAIRS", "smartcloudpay")
