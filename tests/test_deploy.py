@@ -92,7 +92,7 @@ def test_compose_runs_several_bots_on_postgres_and_redis_behind_caddy() -> None:
 def test_the_commands_compose_runs_exist() -> None:
     """`python -m bot migrate` and `python -m bot backup` are real subcommands (an unknown word starts the bot)."""
     main = (ROOT / "bot" / "__main__.py").read_text()
-    for word in ("backup",):
+    for word in ("migrate", "backup"):
         assert f'["{word}"]' in main, word
 
 
@@ -144,8 +144,8 @@ async def test_the_image_healthcheck_passes_on_a_healthy_bot_and_fails_without_o
     finally:
         await runner.cleanup()
         await h.close()
-    down = subprocess.run([sys.executable, *command[1:]], env={"WEB_PORT": str(port)}, capture_output=True,
-                          timeout=30)
+    down = await asyncio.to_thread(subprocess.run, [sys.executable, *command[1:]], env={"WEB_PORT": str(port)},
+                                   capture_output=True, timeout=30)
     assert down.returncode != 0
 
 
