@@ -27,8 +27,9 @@ from bot.delivery import DeliveryWorker
 from bot.fsm_storage import SQLiteStorage
 from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
+from bot.leader import LEADER_LOCK, Duty, Leadership
 from bot.redis_state import RedisState, connect_redis, redis_reachable
-from bot.web import TELEGRAM_WEBHOOK_PATH, build_web_app, make_runner
+from bot.web import LEADERSHIP, TELEGRAM_WEBHOOK_PATH, build_web_app, make_runner
 from handlers import admin as admin_handlers
 from handlers import build_routers
 from handlers.ui.notifications import NotificationRenderer
@@ -288,14 +289,13 @@ async def run(settings: Settings) -> None:
     allowed_updates = app.dispatcher.resolve_used_update_types()
     webhook_secret = await attach_telegram_webhook(app, bot) if settings.telegram_webhook else None
 
-    async def on_startup() -> None:
-        me = await bot.get_me()
-        log.info("bot @%s started; gateway %s; database %s", me.username, app.gateway.name, app.db.describe())
+    async def chores() -> None:
+        """Once per leader, not once per instance: the webhook, the command menus and descriptions, the admin chat."""
         if webhook_secret is not None:
             await bot.set_webhook(f"{settings.public_url}{TELEGRAM_WEBHOOK_PATH}", secret_token=webhook_secret,
                                   allowed_updates=allowed_updates, drop_pending_updates=False)
-        else:
-            await bot.delete_webhook(drop_pending_updates=False)
+        elif app.db.dialect == "sqlite":
+            await bot.delete_webhook(drop_pending_updates=False)  # one process: polling replaces any old webhook
         try:
             await set_commands(bot, app.locales, settings.admin_chat_id)
         except Exception:  # noqa: BLE001 - a missing command menu must not stop the bot
@@ -305,12 +305,22 @@ async def run(settings: Settings) -> None:
         except Exception:  # noqa: BLE001 - nor must a missing description
             log.warning("could not set the bot's description", exc_info=True)
         await check_admin_chat(bot, settings.admin_chat_id)
+
+    duties: dict[str, Duty] = {"delivery": delivery.run_forever}
+    if settings.admin_chat_id is not None and "summary" in settings.admin_events:
+        admin_chat_id = settings.admin_chat_id
+        duties["summary"] = lambda: daily_summary_forever(app.db, admin_chat_id=admin_chat_id,
+                                                          hour=settings.daily_summary_hour)
+    leadership = Leadership(app.db, on_elected=chores, duties=duties)
+    app.web_app[LEADERSHIP] = leadership
+
+    async def on_startup() -> None:
+        log.info("bot started; gateway %s; database %s", app.gateway.name, app.db.describe())
+        # Every instance polls the gateway: each due deposit is leased to one of them.
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))
-        tasks.append(asyncio.create_task(delivery.run_forever(), name="delivery"))
         tasks.append(asyncio.create_task(app.refresh_pairs_forever(), name="pairs"))
-        if settings.admin_chat_id is not None and "summary" in settings.admin_events:
-            tasks.append(asyncio.create_task(daily_summary_forever(
-                app.db, admin_chat_id=settings.admin_chat_id, hour=settings.daily_summary_hour), name="summary"))
+        if webhook_secret is not None:
+            tasks.append(asyncio.create_task(leadership.run_forever(), name="leadership"))
 
     async def on_shutdown() -> None:
         for task in tasks:
@@ -322,16 +332,49 @@ async def run(settings: Settings) -> None:
     runner = make_runner(app.web_app)
     await runner.setup()
     try:
+        if webhook_secret is None:
+            await refuse_polling_beside_webhook(app, bot)
         await listen(runner, settings)
         log.info("listening on %s:%s", settings.web_host, settings.web_port)
         if webhook_secret is None:
-            await app.dispatcher.start_polling(bot, allowed_updates=allowed_updates)
+            await poll_as_leader(app, bot, leadership, allowed_updates)
         else:
             await _serve_until_signalled()
     finally:
         await runner.cleanup()  # in webhook mode this also runs the dispatcher's shutdown
         await bot.session.close()
         await app.close()
+
+
+async def refuse_polling_beside_webhook(app: Application, bot: Bot) -> None:
+    """On a shared database, long polling must not switch off instances that take updates by webhook."""
+    if app.db.dialect == "sqlite":
+        return  # one process by construction; polling replaces an old webhook, as it always did
+    info = await bot.get_webhook_info()
+    if info.url:
+        raise ConfigError(f"a Telegram webhook is set ({info.url}), so other instances take the updates; long "
+                          "polling would switch them off. Set TELEGRAM_WEBHOOK=true (and PUBLIC_URL) to join them, "
+                          "or stop them and delete the webhook first")
+
+
+async def poll_as_leader(app: Application, bot: Bot, leadership: Leadership, allowed_updates: list[str]) -> None:
+    """Long polling is for one instance: it holds the leader lock for as long as it polls."""
+    async with app.db.session_lock(LEADER_LOCK, wait=False) as lock:
+        if not lock.held:
+            raise ConfigError("another instance of this bot already runs on this database; long polling is for one "
+                              "instance. To run several, set TELEGRAM_WEBHOOK=true and REDIS_URL on every instance")
+        leading = asyncio.create_task(leadership.lead_while(lock.lost), name="leadership")
+        polling = asyncio.create_task(app.dispatcher.start_polling(bot, allowed_updates=allowed_updates))
+        done, _ = await asyncio.wait({leading, polling}, return_when=asyncio.FIRST_COMPLETED)
+        if polling not in done:
+            with suppress(RuntimeError):
+                await app.dispatcher.stop_polling()
+            await polling
+            raise ConfigError("lost the database connection that holds the leader lock; start the bot again")
+        leading.cancel()
+        with suppress(asyncio.CancelledError):
+            await leading
+        polling.result()
 
 
 async def listen(runner: web.AppRunner, settings: Settings) -> None:

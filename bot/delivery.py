@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 
 from aiogram import Bot
@@ -32,7 +35,10 @@ from services.store.db import store_busy_errors
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
-DUE_BATCH = 50
+# Rows are leased a few at a time: a sender that dies holds back at most this many until their lease ends.
+DUE_BATCH = 10
+LEASE_SECONDS = 10
+LEASE_MARGIN_SECONDS = 3  # stop sending from a batch whose lease is about to end, and lease afresh
 MAX_BACKOFF_SECONDS = 600
 
 
@@ -52,6 +58,8 @@ class DeliveryWorker:
         self._paused_until = 0.0  # after a 429: Telegram asked the whole bot to wait
         self._sent_unrecorded: set[int] = set()  # accepted by Telegram, not yet marked sent in the database
         self._wake = asyncio.Event()
+        # Who holds a lease: unique per process, so a restarted instance never mistakes a dead one's rows for its own.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     def wake(self) -> None:
         """Deliver now instead of at the next poll (called after a settlement commits)."""
@@ -76,10 +84,14 @@ class DeliveryWorker:
         await self._record_sent()
         delivered = 0
         while True:
-            due = await notifications.due(self._db, now_ts(), limit=DUE_BATCH)
+            due = await notifications.claim(self._db, owner=self.owner, now=now_ts(), lease_seconds=LEASE_SECONDS,
+                                            limit=DUE_BATCH)
+            leased_until = time.monotonic() + LEASE_SECONDS - LEASE_MARGIN_SECONDS
             # Rows delivered but not yet recorded are due too; they are skipped, never sent again.
             batch = [n for n in due if n.id not in self._sent_unrecorded]
             for notification in batch:
+                if time.monotonic() > leased_until:
+                    break  # the rest goes back into the next lease (ours again), never sent on an expired one
                 if await self._deliver(notification):
                     delivered += 1
             if len(due) < DUE_BATCH or not batch:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bot.leader import Leadership
 from bot.redis_state import RedisState
 from services.gateways.base import Gateway
 from services.store import Database
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 CALLBACK_SOURCES = ("cryptomus", "smartcloudpay")
 TELEGRAM_WEBHOOK_PATH = "/telegram/webhook"
+# Set by bot.app.run: whether this instance leads (sends the notifications), shown on /healthz.
+LEADERSHIP = web.AppKey("leadership", Leadership)
 
 # A slow client can't hold the listener: the body must arrive within BODY_READ_SECONDS (else 408), and a connection
 # that has not sent a whole request's headers within KEEPALIVE_SECONDS of connecting, or idles that long between
@@ -101,6 +104,7 @@ def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox, *,
             "ok": ok,
             "database": database,
             "redis": shared_state,
+            "leader": leadership.is_leader if (leadership := request.app.get(LEADERSHIP)) else None,
             "gateway": {
                 "name": gateway.name,
                 "last_ok_seconds_ago": None if health.last_ok_at is None else int(time.time() - health.last_ok_at),

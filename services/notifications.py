@@ -285,8 +285,10 @@ class Queued:
     problem: str | None = None
 
 
-async def due(db: Database, now: int, limit: int) -> list[Queued]:
-    rows = await outbox.due(db.reader, now, limit=limit)
+async def claim(db: Database, *, owner: str, now: int, lease_seconds: int, limit: int) -> list[Queued]:
+    """Lease the due notifications to `owner`, the sending instance (see outbox.claim), and read them."""
+    async with db.transaction() as tx:
+        rows = await outbox.claim(tx, owner=owner, now=now, lease_seconds=lease_seconds, limit=limit)
     queued = []
     for row in rows:
         try:

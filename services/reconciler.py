@@ -23,6 +23,9 @@ LATE_PAYMENT_GRACE_SECONDS = 60 * 60   # keep polling this long past expiry: lat
 # a creation still in flight in another instance is never taken for lost. The first pass after a restart finds it.
 STUCK_CREATION_SECONDS = 60
 MAX_BACKOFF_SECONDS = 15 * 60
+# How long a deposit taken for a poll is left alone by the other instances: longer than a gateway call (20 s).
+# If this instance dies mid-poll, another one polls the deposit when the lease ends.
+CHECK_LEASE_SECONDS = 60
 
 
 def next_check_delay(age_seconds: int, interval: int) -> int:
@@ -73,7 +76,9 @@ class Reconciler:
         for deposit in await deposits.pending_past_expiry(self._db.reader, now):
             if await self._settler.expire(deposit.id):
                 report.expired += 1
-        for deposit in await deposits.due_for_check(self._db.reader, now):
+        async with self._db.transaction() as tx:
+            due = await deposits.lease_due_for_check(tx, now, lease_seconds=CHECK_LEASE_SECONDS)
+        for deposit in due:
             if deposit.gateway != self._gateway.name or deposit.order_id is None:
                 continue  # made by a gateway this process doesn't run; left for the one that does
             report.checked += 1

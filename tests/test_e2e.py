@@ -40,7 +40,10 @@ def free_port() -> int:
 
 
 def bot_cwd(env: dict[str, str]) -> str:
-    """The bot's working directory: the database's folder, so a developer's own .env is never read."""
+    """The bot's working directory: the test's own folder (for SQLite, the database's), so a developer's own .env is
+    never read."""
+    if not env["DATABASE_URL"].startswith("sqlite:///"):
+        return env["TEST_BOT_CWD"]
     return str(Path(env["DATABASE_URL"].removeprefix("sqlite:///")).parent)
 
 
@@ -56,6 +59,7 @@ def bot_env(tmp_path: Path, **settings: str) -> dict[str, str]:
         "RECONCILE_INTERVAL_SECONDS": "1",
         "WEB_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
+        "TEST_BOT_CWD": str(tmp_path),  # where bot_cwd runs a bot whose database is not a file
         # Run outside the checkout (see BOT_CWD) but import this checkout's code.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     })

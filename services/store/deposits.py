@@ -131,17 +131,28 @@ async def count_for_user(conn: Conn, user_id: int) -> int:
         conn, "SELECT COUNT(*) FROM deposits WHERE user_id = ? AND order_id IS NOT NULL", (user_id,)))
 
 
-async def due_for_check(conn: Conn, now: int, limit: int = 200) -> list[Deposit]:
+async def lease_due_for_check(conn: Conn, now: int, *, lease_seconds: int,
+                              limit: int = 200) -> list[Deposit]:
+    """Take the deposits due for a poll, moving their next check `lease_seconds` ahead, in the caller's transaction.
+
+    Several instances poll at once: SKIP LOCKED hands each due deposit to one of them, and the moved check time keeps
+    the others off it after the commit. The poll then sets the real next time; if the poller dies instead, the
+    deposit comes back when the lease ends.
+    """
+    skip_locked = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
     rows = await fetch_all(
         conn,
-        """
-        SELECT * FROM deposits
-        WHERE status IN ('pending', 'expired', 'cancelled') AND next_check_at IS NOT NULL AND next_check_at <= ?
-        ORDER BY next_check_at LIMIT ?
+        f"""
+        UPDATE deposits SET next_check_at = ?
+        WHERE id IN (SELECT id FROM deposits
+                     WHERE status IN ('pending', 'expired', 'cancelled') AND next_check_at IS NOT NULL
+                           AND next_check_at <= ?
+                     ORDER BY next_check_at LIMIT ?{skip_locked})
+        RETURNING *
         """,
-        (now, limit),
+        (now + lease_seconds, now, limit),
     )
-    return [Deposit.from_row(r) for r in rows]
+    return sorted((Deposit.from_row(r) for r in rows), key=lambda d: (d.next_check_at or 0, d.id))
 
 
 async def pending_past_expiry(conn: Conn, now: int) -> list[Deposit]:

@@ -46,6 +46,31 @@ async def due(conn: Conn, now: int, limit: int = 50) -> list[Notification]:
     return [Notification.from_row(r) for r in rows]
 
 
+async def claim(conn: Conn, *, owner: str, now: int, lease_seconds: int,
+                limit: int = 50) -> list[Notification]:
+    """Lease the due rows to `owner` (the sending instance) in the caller's transaction, oldest first.
+
+    SKIP LOCKED makes rows another sender is claiming right now invisible instead of a wait; a row leased to a
+    sender that died comes back when its lease ends, and a sender may lease its own rows again at once. One sender
+    leads at a time (bot/leader.py); the leases make an overlap, such as a leader that lost its lock without
+    noticing yet, send nothing twice that is still in flight.
+    """
+    skip_locked = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
+    rows = await fetch_all(
+        conn,
+        f"""
+        UPDATE notifications SET claimed_by = ?, claimed_until = ?
+        WHERE id IN (SELECT id FROM notifications
+                     WHERE status = 'pending' AND next_attempt_at <= ?
+                           AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)
+                     ORDER BY id LIMIT ?{skip_locked})
+        RETURNING *
+        """,
+        (owner, now + lease_seconds, now, now, owner, limit),
+    )
+    return sorted((Notification.from_row(r) for r in rows), key=lambda n: n.id)
+
+
 async def mark_sent(conn: Conn, notification_id: int) -> None:
     await execute(conn, "UPDATE notifications SET status = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
                   (now_ts(), notification_id))
@@ -54,7 +79,8 @@ async def mark_sent(conn: Conn, notification_id: int) -> None:
 async def retry_later(conn: Conn, notification_id: int, *, at: int, error: str) -> None:
     await execute(
         conn,
-        "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claimed_until = NULL"
+        " WHERE id = ?",
         (at, error[:500], notification_id),
     )
 

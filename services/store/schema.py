@@ -316,6 +316,12 @@ _V7: list[Step] = [
     "CREATE INDEX users_username_lower ON users (lower(username))",
 ]
 
+# v8: notification leases, so that of many instances exactly one sends each row (outbox.claim): who, until when.
+_V8: list[Step] = [
+    "ALTER TABLE notifications ADD COLUMN claimed_by TEXT",
+    "ALTER TABLE notifications ADD COLUMN claimed_until INTEGER",
+]
+
 MIGRATIONS: list[tuple[int, list[Step]]] = [
     (1, _V1),
     (2, _V2),
@@ -324,6 +330,7 @@ MIGRATIONS: list[tuple[int, list[Step]]] = [
     (5, _V5),
     (6, _V6),
     (7, _V7),
+    (8, _V8),
 ]
 
 _PG_WORDS = [

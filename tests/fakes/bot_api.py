@@ -169,16 +169,20 @@ class _Fault:
 class FakeBotAPI:
     """In-process fake Telegram Bot API server (aiohttp.web)."""
 
-    def __init__(self, *, rate_limit_per_second: float | None = None) -> None:
+    def __init__(self, *, rate_limit_per_second: float | None = None, answer_delay: float = 0.0) -> None:
         # When set, send* calls (except sendChatAction) beyond this many within a
         # sliding 1 s window are answered with 429 retry_after=1.
         self.rate_limit_per_second = rate_limit_per_second
+        # Seconds between recording a send*/edit* (the message has arrived) and answering it: Telegram's round
+        # trip, the window in which a sender that dies has delivered a message without knowing it.
+        self.answer_delay = answer_delay
         self.base_url: str = ""
         self.calls: list[BotCall] = []
         self.tokens: set[str] = set()
         self.messages: dict[tuple[int | str, int], dict[str, Any]] = {}
         self.chat_admins: dict[int, list[int]] = {}  # chat_id -> [owner, admin, ...]
         self.commands: list[dict[str, Any]] = []  # last setMyCommands payload
+        self.webhook_url = ""  # set by setWebhook, cleared by deleteWebhook, as getWebhookInfo reports it
         self.uploads: dict[str, tuple[str, bytes]] = {}  # file_id -> (filename, bytes)
         # A group upgraded to a supergroup: old id -> new id. Any call naming the old id gets Telegram's 400 with
         # parameters.migrate_to_chat_id, as the real API answers.
@@ -224,8 +228,10 @@ class FakeBotAPI:
             "getmyshortdescription": lambda p, c: {
                 "short_description": self.short_descriptions.get(str(p.get("language_code") or ""), "")},
             "deletemycommands": self._delete_my_commands,
+            "setwebhook": self._set_webhook,
+            "deletewebhook": self._delete_webhook,
             "getwebhookinfo": lambda p, c: {
-                "url": "",
+                "url": self.webhook_url,
                 "has_custom_certificate": False,
                 "pending_update_count": 0,
             },
@@ -476,6 +482,8 @@ class FakeBotAPI:
             return web.json_response(body, status=exc.status)
         call.result = result
         self._record(call)
+        if self.answer_delay and method.lower().startswith(("send", "edit")):
+            await asyncio.sleep(self.answer_delay)
         return web.json_response({"ok": True, "result": result})
 
     async def _handle_file(self, request: web.Request) -> web.Response:
@@ -523,6 +531,14 @@ class FakeBotAPI:
             self._send_times.append(now)
 
     # ------------------------------------------------------------ methods
+
+    def _set_webhook(self, params: dict[str, Any], call: BotCall) -> bool:
+        self.webhook_url = str(params.get("url") or "")
+        return True
+
+    def _delete_webhook(self, params: dict[str, Any], call: BotCall) -> bool:
+        self.webhook_url = ""
+        return True
 
     def _default(self, params: dict[str, Any], call: BotCall) -> Any:
         # Unknown send* methods still return a Message so aiogram can parse it.
