@@ -12,6 +12,9 @@ Commands:
                                (python -m bot coupons alone prints examples)
   python -m bot backup [FILE]  a consistent copy of the database, safe while the bot runs
                                (default: backups/ beside the database)
+  python -m bot migrate        bring the database's schema up to date and stop (a start does it too)
+  python -m bot copy-to-postgres [SQLITE_FILE]
+                               copy a SQLite database into the empty PostgreSQL one DATABASE_URL names
   python -m bot --help         this text"""
 
 SETTINGS_INTRO = """\
