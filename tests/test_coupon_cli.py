@@ -54,24 +54,24 @@ def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
     assert spec.value > 0 and (spec.kind is CouponKind.FIXED or spec.value <= 100)
 
 
-def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(cwd: Path, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(ROOT)}
     env.pop("BOT_TOKEN", None)  # coupons need only the database
     return subprocess.run([sys.executable, "-m", "bot", "coupons", *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=Path(db_url.removeprefix("sqlite:///")).parent)
+                          timeout=60, cwd=cwd)
 
 
-async def test_a_coupon_added_from_the_command_line_works_in_the_bot(api: FakeBotAPI, tmp_path: Path) -> None:
-    db_path = tmp_path / "bot.sqlite3"
-    url = f"sqlite:///{db_path}"
-    added = _cli(url, "add", "SPRING20", "20%", "1", "min", "10")
+async def test_a_coupon_added_from_the_command_line_works_in_the_bot(api: FakeBotAPI, tmp_path: Path,
+                                                                    database_url: str) -> None:
+    url = database_url
+    added = _cli(tmp_path, url, "add", "SPRING20", "20%", "1", "min", "10")
     assert added.returncode == 0, added.stderr
     assert "SPRING20, bonus 20%, 0/1 used, min $10.00" in added.stdout
-    assert _cli(url, "add", "SPRING20", "5").returncode == 1  # codes are unique
-    refused = _cli(url, "add", "BAD", "150%")
+    assert _cli(tmp_path, url, "add", "SPRING20", "5").returncode == 1  # codes are unique
+    refused = _cli(tmp_path, url, "add", "BAD", "150%")
     assert refused.returncode == 2 and "percentage from 1% to 100%" in refused.stderr
 
-    harness = await Harness.start(api, db_path)
+    harness = await Harness.start(api, database_url)
     user = 777
     try:
         await harness.send(user, "/topup")
@@ -85,8 +85,8 @@ async def test_a_coupon_added_from_the_command_line_works_in_the_bot(api: FakeBo
         assert any("New balance: $60.00" in text for text in harness.texts(user))
     finally:
         await harness.close()
-    listed = _cli(url, "list")
+    listed = _cli(tmp_path, url, "list")
     assert "SPRING20, bonus 20%, 1/1 used" in listed.stdout
-    assert _cli(url, "disable", "SPRING20").returncode == 0
-    assert "disabled" in _cli(url, "list").stdout
-    assert _cli(url, "disable", "NOPE").returncode == 1
+    assert _cli(tmp_path, url, "disable", "SPRING20").returncode == 0
+    assert "disabled" in _cli(tmp_path, url, "list").stdout
+    assert _cli(tmp_path, url, "disable", "NOPE").returncode == 1
