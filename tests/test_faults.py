@@ -35,7 +35,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import services.store.db as db_module
+import services.store.sqlite as db_module  # the SQLite engine: its busy timeout
 from services.gateways.cryptomus import CryptomusGateway
 from services.gateways.smsonline import SMSOnlineGateway
 from services.store import DepositStatus

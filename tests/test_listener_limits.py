@@ -114,15 +114,31 @@ async def test_a_client_that_aborts_is_one_info_line_not_a_traceback(served: Ser
     assert len(went) == 3 and all(r.levelno == logging.INFO for r in went)
 
 
+async def refuse_writes(db: Database, refuse: bool) -> None:
+    """SQLite: the file goes query-only. PostgreSQL: the table the health check writes refuses every write."""
+    if db.dialect == "sqlite":
+        await db._writer.execute(f"PRAGMA query_only = {int(refuse)}")  # type: ignore[attr-defined]
+        return
+    async with db.transaction() as tx:
+        if refuse:
+            await tx.execute("CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN RAISE EXCEPTION 'read-only for this test'; END $$")
+            await tx.execute("CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON settings "
+                             "FOR EACH ROW EXECUTE FUNCTION refuse_writes()")
+        else:
+            await tx.execute("DROP TRIGGER refuse_writes ON settings")
+            await tx.execute("DROP FUNCTION refuse_writes()")
+
+
 async def test_healthz_is_not_ok_when_the_database_refuses_writes(served: Served, db: Database):
     status, body, _ = await served.healthz()
     assert status == 200 and body["database"] is True
-    await db._writer.execute("PRAGMA query_only = 1")  # the file can still be read, but takes no writes
+    await refuse_writes(db, True)  # the database can still be read, but takes no writes
     try:
         status, body, _ = await served.healthz()
         assert status == 503 and body["ok"] is False and body["database"] is False
     finally:
-        await db._writer.execute("PRAGMA query_only = 0")
+        await refuse_writes(db, False)
     status, _, _ = await served.healthz()
     assert status == 200
 

@@ -451,7 +451,7 @@ async def test_pending_deposit_survives_a_restart_and_is_credited_once(db, fake,
     await first.close()
     await db.close()
 
-    reopened = Database(tmp_path / "bot.sqlite3")
+    reopened = Database(db.url)  # the same data, opened again as after a restart
     await reopened.connect()
     second = wire(reopened, fake.base_url)
     try:
@@ -487,7 +487,7 @@ async def test_creation_lost_in_a_crash_is_abandoned_after_restart(db, fake, tmp
                                       network="TRON", amount_cents=515, coupon_id=None, gateway_coupon=None)
     await db.close()
 
-    reopened = Database(tmp_path / "bot.sqlite3")
+    reopened = Database(db.url)  # the same data, opened again as after a restart
     await reopened.connect()
     second = wire(reopened, fake.base_url)
     try:
