@@ -373,6 +373,9 @@ async def run_the_stream(api: FakeBotAPI, gateway: FakeCryptomus, cluster: Clust
         times = sorted(at for d, at in paid_messages if d == deposit_id)
         assert times[0] <= killed_at + 0.1 < times[1], (deposit_id, times, killed_at)
 
+    # The start-up chores ran once for the cluster, not once per instance (and again on the new leader).
+    set_webhook = [c.at for c in api.calls if c.method == "setWebhook" and not c.failed]
+    assert len([at for at in set_webhook if at < killed_at]) == 1 and len(set_webhook) == 2, set_webhook
     # Delivery resumed: the first notification the new leader sent after the kill (handler replies don't count).
     first_copies = sorted(min(at for d, at in paid_messages if d == deposit_id) for deposit_id in deposit_ids)
     after = [at for at in first_copies if at > killed_at]
@@ -381,7 +384,7 @@ async def run_the_stream(api: FakeBotAPI, gateway: FakeCryptomus, cluster: Clust
     statuses = {**{f"telegram {k}": v for k, v in telegram.sender.statuses.items()},
                 **{f"callback {k}": v for k, v in callbacks.statuses.items()}}
     assert not [k for k in statuses if k.endswith(" 500")], statuses
-    return {"deposits": DEPOSITS, "callbacks": DEPOSITS * DUPLICATE_CALLBACKS,
+    return {"deposits": DEPOSITS, "callbacks": DEPOSITS * DUPLICATE_CALLBACKS, "set_webhook_calls": len(set_webhook),
             "messages_sent_twice": sum(c - 1 for c in duplicated.values()),
             "resumed_after_kill_seconds": round(resumed, 3),
             "longest_gap_between_notices_seconds": round(max(b - a for a, b in itertools.pairwise(first_copies)), 3),
