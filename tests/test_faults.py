@@ -770,9 +770,15 @@ async def test_a_locked_database_after_telegram_accepted_a_message_does_not_send
                                                    amount_cents=1000, coupon_code=None)
         await h.app.topup.simulate_payment(ANNA, deposit.id)
 
+        # The rows are claimed (a write) before anything is sent; the lock is taken while Telegram is answering, so
+        # it is the "sent" mark after Telegram's answer that finds the database locked.
+        api.answer_delay = 0.5
+        delivering = asyncio.create_task(h.deliver())
+        await bounded(lambda: paid_ids_in(api, ANNA, PAID_RE), 10, "the paid message reached Telegram", 0.01)
         holder = hold_write_lock(h.app.db.path)
+        api.answer_delay = 0.0
         with contextlib.suppress(sqlite3.OperationalError):
-            await asyncio.wait_for(h.deliver(), 10)  # in the bot, run_forever logs this and tries again later
+            await asyncio.wait_for(delivering, 10)  # in the bot, run_forever logs this and tries again later
         assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]  # Telegram accepted it before the commit failed
         release(holder)
         holder = None
