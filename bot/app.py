@@ -28,7 +28,7 @@ from bot.fsm_storage import SQLiteStorage
 from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
 from bot.leader import LEADER_LOCK, Duty, Leadership
-from bot.redis_state import RedisState, connect_redis, redis_reachable
+from bot.redis_state import RedisState, connect_redis, eviction_warning, redis_reachable
 from bot.web import LEADERSHIP, TELEGRAM_WEBHOOK_PATH, build_web_app, make_runner
 from handlers import admin as admin_handlers
 from handlers import build_routers
@@ -280,6 +280,8 @@ async def run(settings: Settings) -> None:
                               "(REDIS_URL); start Redis or fix REDIS_URL, or remove REDIS_URL to run a single "
                               "instance")
         app = await build_application(settings)
+        if app.redis is not None and (warning := eviction_warning(await app.redis.eviction_policy())):
+            log.warning(warning)
     except BaseException:
         await bot.session.close()
         raise

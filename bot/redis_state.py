@@ -47,8 +47,24 @@ class RedisState:
         except (RedisError, OSError):
             return False
 
+    async def eviction_policy(self) -> str | None:
+        """Redis' maxmemory-policy, from INFO (allowed where CONFIG is not, as on most managed Redis)."""
+        try:
+            policy = (await self.redis.info("memory")).get("maxmemory_policy")
+        except (RedisError, OSError):
+            return None
+        return str(policy) if policy is not None else None
+
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def eviction_warning(policy: str | None) -> str | None:
+    """What to tell the operator about a policy that may evict a live lock or a conversation; None when it is safe."""
+    if policy is None or policy == "noeviction":
+        return None
+    return (f"Redis maxmemory-policy is {policy}: under memory pressure it may evict a user's update lock (two "
+            "instances would then handle that user at once) or a conversation; set maxmemory-policy noeviction")
 
 
 def connect_redis(url: str, *, prefix: str) -> RedisState:

@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bot.app import attach_telegram_webhook
-from bot.redis_state import UPDATE_LOCK_SECONDS
+from bot.redis_state import UPDATE_LOCK_SECONDS, eviction_warning
 from bot.web import TELEGRAM_WEBHOOK_PATH
 from services.store.db import fetch_value
 from tests.conftest import TEST_REDIS_URL
@@ -171,3 +171,18 @@ async def test_a_bot_whose_redis_is_unreachable_stops_with_one_line(api: FakeBot
     assert len(lines) == 1 and "Redis" in lines[0] and "REDIS_URL" in lines[0], result.stderr
     assert "pw-secret" not in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "bot.sqlite3").exists()  # refused before touching anything
+
+
+async def test_an_evicting_redis_is_named_at_start_and_noeviction_is_not(
+        api: FakeBotAPI, tmp_path: Path, redis_prefix: str) -> None:
+    h = await Harness.start(api, tmp_path / "bot.sqlite3", REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=redis_prefix)
+    try:
+        assert h.app.redis is not None
+        policy = await h.app.redis.eviction_policy()
+        assert policy is not None  # read from this machine's Redis (noeviction, as .ci/run and the README set it)
+        assert eviction_warning("noeviction") is None
+        warning = eviction_warning("allkeys-lru")
+        assert warning is not None and "allkeys-lru" in warning and "noeviction" in warning
+        assert eviction_warning("volatile-ttl") is not None  # the lock has a TTL too: evictable
+    finally:
+        await h.close()
