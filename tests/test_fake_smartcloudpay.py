@@ -69,7 +69,7 @@ async def test_create_with_totalusd(fake, session):
     assert data["success"] is True
     inv = data["data"]
     assert set(inv) == {"invoice_id", "address", "amount", "totalusd", "currency", "network", "status",
-                        "expires_at", "payment_url"}
+                        "expires_at", "payment_url", "callback_url"}  # echoed, token included (issue 8)
     assert re.fullmatch(r"INV-\d+", inv["invoice_id"])
     assert re.fullmatch(r"0x[0-9a-f]{40}", inv["address"])
     assert inv["amount"] == "5.15" and inv["totalusd"] == "5.15"
