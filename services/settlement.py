@@ -137,30 +137,39 @@ class Settler:
 
     @retry_on_deadlock
     async def settle_payment(self, update: PaymentUpdate) -> Settlement:
-        async with self._db.transaction() as tx:
-            # The deposit's row first (then the user's through the ledger, then the coupon's): the one lock order
-            # that keeps this from deadlocking with expire/cancel on PostgreSQL.
-            deposit = await deposits.lock_by_order(tx, update.gateway, update.order_id)
-            if deposit is None:
-                log.warning("settlement: %s reported %s for unknown order %r (source %s); nothing credited",
-                            update.gateway, update.state.value, update.order_id, update.source)
-                return Settlement(Outcome.UNKNOWN_ORDER)
-            if update.state in (PaymentState.PAID, PaymentState.UNDERPAID):
-                result = await self._credit(tx, deposit, update)
-            elif update.state in (PaymentState.FAILED, PaymentState.CANCELLED):
-                result = await self._close(tx, deposit, update)
-            elif update.state in (PaymentState.REFUNDED, PaymentState.HELD):
-                await self._flag(tx, deposit, f"status:{update.raw_status or update.state.value}",
-                                 reason=update.note or update.raw_status or update.state.value)
-                result = Settlement(Outcome.FLAGGED, deposit)
-            else:
-                result = Settlement(Outcome.UNCHANGED, deposit)
-        if result.outcome is not Outcome.UNCHANGED and self.after_commit is not None:
-            self.after_commit()
-        if result.outcome is not Outcome.UNCHANGED:
-            log.info("settlement: deposit %s order %s via %s: %s (credited %s, bonus %s)", deposit.id,
-                     update.order_id, update.source, result.outcome.value, result.credited_cents, result.bonus_cents)
+        result = await self._db.run(lambda tx: self.settle_in(tx, update))
+        self.settled(update, result)
         return result
+
+    async def settle_in(self, tx: Conn, update: PaymentUpdate) -> Settlement:
+        """The settlement's writes, in the caller's transaction (a callback's record and verdict share it). Call
+        `settled` once it has committed. Awaits nothing but `tx`, so it can run inside `Database.run`."""
+        # The deposit's row first (then the user's through the ledger, then the coupon's): the one lock order
+        # that keeps this from deadlocking with expire/cancel on PostgreSQL.
+        deposit = await deposits.lock_by_order(tx, update.gateway, update.order_id)
+        if deposit is None:
+            log.warning("settlement: %s reported %s for unknown order %r (source %s); nothing credited",
+                        update.gateway, update.state.value, update.order_id, update.source)
+            return Settlement(Outcome.UNKNOWN_ORDER)
+        if update.state in (PaymentState.PAID, PaymentState.UNDERPAID):
+            return await self._credit(tx, deposit, update)
+        if update.state in (PaymentState.FAILED, PaymentState.CANCELLED):
+            return await self._close(tx, deposit, update)
+        if update.state in (PaymentState.REFUNDED, PaymentState.HELD):
+            await self._flag(tx, deposit, f"status:{update.raw_status or update.state.value}",
+                             reason=update.note or update.raw_status or update.state.value)
+            return Settlement(Outcome.FLAGGED, deposit)
+        return Settlement(Outcome.UNCHANGED, deposit)
+
+    def settled(self, update: PaymentUpdate, result: Settlement) -> None:
+        """After the commit: wake the delivery worker and log what changed."""
+        if result.outcome in (Outcome.UNCHANGED, Outcome.UNKNOWN_ORDER):
+            return
+        if self.after_commit is not None:
+            self.after_commit()
+        log.info("settlement: deposit %s order %s via %s: %s (credited %s, bonus %s)",
+                 result.deposit.id if result.deposit else None, update.order_id, update.source,
+                 result.outcome.value, result.credited_cents, result.bonus_cents)
 
     async def _credit(self, tx: Conn, deposit: Deposit, update: PaymentUpdate) -> Settlement:
         if deposit.status is DepositStatus.PAID:
@@ -183,11 +192,9 @@ class Settler:
             return Settlement(Outcome.ALREADY_CREDITED, deposit)
 
         bonus, bonus_lost = await self._coupon_bonus(tx, deposit, credit)
-        await deposits.mark_paid(tx, deposit.id, credited_cents=credit, bonus_cents=bonus, txid=update.txid)
-        user = await users.get(tx, deposit.user_id)
+        fresh = await deposits.mark_paid(tx, deposit.id, credited_cents=credit, bonus_cents=bonus, txid=update.txid)
+        user = await users.get(tx, deposit.user_id)  # its balance as the ledger's trigger left it
         balance = user.balance_cents if user else None
-        fresh = await deposits.get(tx, deposit.id)
-        assert fresh is not None
         await queue(tx, DepositPaid(fresh, user, credit, bonus, balance, bonus_lost), chat_id=deposit.chat_id,
                     user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid")
         await self._enqueue_card(tx, fresh, user)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from services.alerts import ALERT_WINDOW_SECONDS
-from services.gateways.base import Gateway, GatewayError, WebhookReading, WebhookVerdict
-from services.settlement import Outcome, Settler
+from services.gateways.base import Gateway, GatewayError, PaymentUpdate, WebhookReading, WebhookVerdict
+from services.settlement import Outcome, Settlement, Settler
 from services.store import Database, now_ts
+from services.store.db import Conn, retry_on_deadlock
 from services import notifications
 from services.notifications import AdminWebhookRejected
 from services.store import callbacks, deposits
@@ -103,13 +104,48 @@ class CallbackInbox:
             await self._refusals.note(source, verdict, client_ip, body, detail)
             return answer
         kept = {name: headers[name] for name in HEADERS_KEPT if name in headers}
-        async with self._db.transaction() as tx:
-            callback_id = await callbacks.record(tx, source=source, peer=peer, client_ip=client_ip, headers=kept,
-                                                 body=body)
-        answer, verdict, detail, order_id = await self._judge(refused)
-        async with self._db.transaction() as tx:
-            await callbacks.judge(tx, callback_id, verdict=verdict, http_status=answer.status, detail=detail,
-                                  order_id=order_id)
+
+        async def record(tx: Conn) -> int:
+            return await callbacks.record(tx, source=source, peer=peer, client_ip=client_ip, headers=kept, body=body)
+
+        callback_id: int | None = None
+        refetched = refused.order_id if refused.verdict is WebhookVerdict.REFETCH else None
+        outcome: PaymentUpdate | tuple[CallbackAnswer, str, str]
+        if refused.verdict is WebhookVerdict.REFETCH:
+            # Stored before a gateway call is spent on it; settled and judged in a second transaction.
+            callback_id = await self._db.run(record)
+            outcome = await self._refetch(refused)
+        elif refused.verdict is WebhookVerdict.IGNORED:
+            outcome = CallbackAnswer(200, {"ok": True}), "ignored", refused.detail
+        else:
+            assert refused.update is not None
+            outcome = refused.update
+
+        async def settle_and_judge(tx: Conn) -> tuple[int, CallbackAnswer, str, str, Settlement | None]:
+            """One transaction per callback: the raw record, the settlement and the verdict commit together."""
+            recorded = callback_id if callback_id is not None else await record(tx)
+            result = None
+            if isinstance(outcome, PaymentUpdate):
+                result = await self._settler.settle_in(tx, outcome)
+                verdict = "unknown_order" if result.outcome is Outcome.UNKNOWN_ORDER else result.outcome.value
+                answer, detail = CallbackAnswer(200, {"ok": True}), outcome.raw_status or ""
+            else:
+                answer, verdict, detail = outcome
+            await callbacks.judge(tx, recorded, verdict=verdict, http_status=answer.status, detail=detail,
+                                  order_id=outcome.order_id if isinstance(outcome, PaymentUpdate) else refetched)
+            return recorded, answer, verdict, detail, result
+
+        try:
+            callback_id, answer, verdict, detail, result = await retry_on_deadlock(self._db.run)(settle_and_judge)
+        except Exception:
+            if callback_id is None:  # the raw body is kept all the same (no verdict: it was never judged)
+                try:
+                    await self._db.run(record)
+                except Exception:  # noqa: BLE001 - the first error is the one worth raising
+                    log.exception("callback on %s from %s could not be recorded either", source, client_ip)
+            raise
+        if result is not None and isinstance(outcome, PaymentUpdate):
+            self._settler.settled(outcome, result)
         if answer.status >= 400:
             log.warning("callback %s from %s on %s not settled (%s): %s", callback_id, client_ip, source, verdict,
                         detail)
@@ -133,26 +169,18 @@ class CallbackInbox:
             return CallbackAnswer(401, {"error": "bad signature"}), "bad_signature", reading.detail
         return reading
 
-    async def _judge(self, reading: WebhookReading) -> tuple[CallbackAnswer, str, str, str | None]:
-        if reading.verdict is WebhookVerdict.IGNORED:
-            return CallbackAnswer(200, {"ok": True}), "ignored", reading.detail, None
+    async def _refetch(self, reading: WebhookReading) -> PaymentUpdate | tuple[CallbackAnswer, str, str]:
+        """A callback that only names an order: ask the gateway's API what it says, if the order is ours."""
         order_id = reading.order_id
-        update = reading.update
-        if reading.verdict is WebhookVerdict.REFETCH:
-            assert order_id is not None
-            if await deposits.by_order(self._db.reader, self._gateway.name, order_id) is None:
-                # Not ours: don't let strangers make us call the gateway's API.
-                return CallbackAnswer(200, {"ok": True}), "unknown_order", "", order_id
-            try:
-                update = await self._gateway.fetch_payment(order_id)
-            except GatewayError as exc:
-                answer = CallbackAnswer(503, {"error": "try again later"})
-                return answer, "refetch_failed", exc.operator_detail, order_id
-            update = replace(update, source="webhook")
-        assert update is not None
-        result = await self._settler.settle_payment(update)
-        verdict = "unknown_order" if result.outcome is Outcome.UNKNOWN_ORDER else result.outcome.value
-        return CallbackAnswer(200, {"ok": True}), verdict, update.raw_status or "", update.order_id
+        assert order_id is not None
+        if await deposits.by_order(self._db.reader, self._gateway.name, order_id) is None:
+            # Not ours: don't let strangers make us call the gateway's API.
+            return CallbackAnswer(200, {"ok": True}), "unknown_order", ""
+        try:
+            update = await self._gateway.fetch_payment(order_id)
+        except GatewayError as exc:
+            return CallbackAnswer(503, {"error": "try again later"}), "refetch_failed", exc.operator_detail
+        return replace(update, source="webhook")
 
 
 

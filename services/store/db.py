@@ -24,6 +24,9 @@ Row = Mapping[str, Any]  # aiosqlite.Row and asyncpg.Record both read by name an
 
 DEFAULT_DATABASE_URL = "sqlite:///data/bot.sqlite3"
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 def now_ts() -> int:
     return int(time.time())
@@ -156,6 +159,16 @@ class Database:
     def transaction(self) -> AbstractAsyncContextManager[Conn]:
         raise NotImplementedError
 
+    async def run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """`await work(tx)` as one write transaction, committed before this returns; its exception rolls back only
+        its own writes.
+
+        `work` may await nothing but `tx`'s methods (no network, no sleeps, no other locks): that is what lets
+        SQLite run the whole body in one call to its thread, in a group commit with the bodies that arrived
+        meanwhile (services/store/sqlite.py). On PostgreSQL it is simply `transaction()`."""
+        async with self.transaction() as tx:
+            return await work(tx)
+
     def separate_reader(self) -> AbstractAsyncContextManager[Conn]:
         """A connection of its own for a long read (an export), so the shared reader is never held open."""
         raise NotImplementedError
@@ -248,9 +261,6 @@ def path_from_url(url: str) -> Path:
         raise ValueError("not a SQLite URL")
     return parsed.path
 
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 DEADLOCK_ATTEMPTS = 3
 

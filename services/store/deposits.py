@@ -85,17 +85,20 @@ async def set_status(conn: Conn, deposit_id: int, status: DepositStatus, *,
 
 
 async def mark_paid(conn: Conn, deposit_id: int, *, credited_cents: int, bonus_cents: int,
-                    txid: str | None) -> None:
+                    txid: str | None) -> Deposit:
+    """The deposit as paid, read back by the same statement (RETURNING): no second look-up."""
     now = now_ts()
-    await execute(
+    row = await fetch_one(
         conn,
         """
         UPDATE deposits SET status = 'paid', credited_cents = ?, bonus_cents = ?, txid = COALESCE(?, txid),
                paid_at = ?, next_check_at = NULL, updated_at = ?
-        WHERE id = ?
+        WHERE id = ? RETURNING *
         """,
         (credited_cents, bonus_cents, txid, now, now, deposit_id),
     )
+    assert row is not None, f"deposit {deposit_id} vanished inside its own transaction"
+    return Deposit.from_row(row)
 
 
 async def attach_message(conn: Conn, deposit_id: int, chat_id: int, message_id: int) -> None:
