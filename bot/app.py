@@ -24,7 +24,7 @@ from handlers.admin_access import AdminAccess
 from bot.config import ConfigError, Settings
 from bot.database import open_database
 from bot.delivery import DeliveryWorker
-from bot.fsm_storage import SQLiteStorage
+from bot.fsm_storage import FSMWriteBack, SQLiteStorage
 from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
 from bot.leader import LEADER_LOCK, Duty, Leadership
@@ -163,7 +163,9 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
         dispatcher = Dispatcher(storage=redis.storage, events_isolation=redis.isolation)
         dispatcher.update.outer_middleware(redis.finished_updates)  # after the FSM's: inside the per-user lock
     else:
-        dispatcher = Dispatcher(storage=SQLiteStorage(db), events_isolation=SimpleEventIsolation())
+        storage = SQLiteStorage(db)
+        dispatcher = Dispatcher(storage=storage, events_isolation=SimpleEventIsolation())
+        dispatcher.update.outer_middleware(FSMWriteBack(storage))  # after the FSM's: inside the per-user lock
     admin = AdminService(db, settler, allow_negative_balance=settings.allow_negative_balance,
                          confirm_seconds=settings.confirm_seconds)
     payouts = (PayoutService(db, gateway, settings.payout_max_cents, settings.payout_daily_max_cents)

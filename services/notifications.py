@@ -231,9 +231,23 @@ def from_json(kind: NotificationKind, data: dict[str, Any]) -> Payload:
     return decoded
 
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """A dataclass's field names (None for any other class), looked up once per class: the settling transaction
+    encodes two or three payloads, and `fields()` per value was most of its Python time (bench/README.md)."""
+    return tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
+
+
 def _encode(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in fields(value)}
+    cls = type(value)
+    if cls in _PLAIN:  # exactly these types: a str-based Enum still goes below and is written as its value
+        return value
+    names = _field_names(cls)
+    if names is not None:
+        return {name: _encode(getattr(value, name)) for name in names}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Decimal):
