@@ -234,11 +234,17 @@ def from_json(kind: NotificationKind, data: dict[str, Any]) -> Payload:
 _PLAIN = frozenset({str, int, bool, float, type(None)})
 
 
-@cache
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...] | None:
     """A dataclass's field names (None for any other class), looked up once per class: the settling transaction
     encodes two or three payloads, and `fields()` per value was most of its Python time (bench/README.md)."""
-    return tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
+    try:
+        return _FIELD_NAMES[cls]
+    except KeyError:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
+        return names
 
 
 def _encode(value: Any) -> Any:
