@@ -123,7 +123,6 @@ class CallbackInbox:
 
         async def settle_and_judge(tx: Conn) -> tuple[int, CallbackAnswer, str, str, Settlement | None]:
             """One transaction per callback: the raw record, the settlement and the verdict commit together."""
-            recorded = callback_id if callback_id is not None else await record(tx)
             result = None
             if isinstance(outcome, PaymentUpdate):
                 result = await self._settler.settle_in(tx, outcome)
@@ -131,8 +130,15 @@ class CallbackInbox:
                 answer, detail = CallbackAnswer(200, {"ok": True}), outcome.raw_status or ""
             else:
                 answer, verdict, detail = outcome
-            await callbacks.judge(tx, recorded, verdict=verdict, http_status=answer.status, detail=detail,
-                                  order_id=outcome.order_id if isinstance(outcome, PaymentUpdate) else refetched)
+            judged_order = outcome.order_id if isinstance(outcome, PaymentUpdate) else refetched
+            if callback_id is None:  # recorded already judged, in the same transaction as its settlement
+                recorded = await callbacks.record(tx, source=source, peer=peer, client_ip=client_ip, headers=kept,
+                                                  body=body, verdict=verdict, http_status=answer.status,
+                                                  detail=detail, order_id=judged_order)
+            else:
+                recorded = callback_id
+                await callbacks.judge(tx, recorded, verdict=verdict, http_status=answer.status, detail=detail,
+                                      order_id=judged_order)
             return recorded, answer, verdict, detail, result
 
         try:

@@ -159,7 +159,7 @@ async def test_migrate_command_and_a_start_on_a_newer_database_say_one_line(data
     assert proc.returncode == 1 and len(err.decode().strip().splitlines()) == 1
     assert "newer than this code's" in err.decode()
     with pytest.raises(ConfigError, match="^DATABASE_URL: the database .* run the newer version of the bot$"):
-        await open_database(load_settings({"BOT_TOKEN": TOKEN, "DATABASE_URL": database_url}))
+        await open_database(load_settings({"BOT_TOKEN": TOKEN, "DATABASE_URL": database_url}).database_url)
 
 
 async def test_the_unix_socket_form_of_the_url_reaches_the_same_database(postgres_url: str) -> None:

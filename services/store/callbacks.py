@@ -7,11 +7,15 @@ from services.store.db import Conn, execute, fetch_all, insert, now_ts
 
 
 async def record(conn: Conn, *, source: str, peer: str | None, client_ip: str | None,
-                 headers: dict[str, str], body: bytes) -> int:
+                 headers: dict[str, str], body: bytes, verdict: str | None = None, http_status: int | None = None,
+                 detail: str = "", order_id: str | None = None) -> int:
+    """Store a callback as received; with `verdict`, already judged (one statement where record + judge were two)."""
     callback_id = await insert(
         conn,
-        "INSERT INTO callbacks (source, received_at, peer, client_ip, headers, body) VALUES (?, ?, ?, ?, ?, ?)",
-        (source, now_ts(), peer, client_ip, json.dumps(headers), body),
+        "INSERT INTO callbacks (source, received_at, peer, client_ip, headers, body, verdict, http_status, detail, "
+        "order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (source, now_ts(), peer, client_ip, json.dumps(headers), body, verdict, http_status,
+         detail[:500] if verdict is not None else None, order_id),
     )
     assert callback_id is not None
     return callback_id
