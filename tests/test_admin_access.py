@@ -70,3 +70,41 @@ async def test_the_admin_list_is_asked_from_telegram_and_cached(api: FakeBotAPI,
         assert len(api.calls_of("getChatAdministrators")) == 1
     finally:
         await h.close()
+
+
+async def test_a_demoted_admin_loses_access_when_the_cached_list_expires(api: FakeBotAPI, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """The admin list is cached for ADMIN_LIST_TTL_SECONDS, not forever: a demoted admin keeps no money powers."""
+    import asyncio
+
+    import handlers.admin_access
+
+    monkeypatch.setattr(handlers.admin_access, "ADMIN_LIST_TTL_SECONDS", 0.3)
+    h = await start(api, tmp_path)
+    try:
+        await h.send(CHAT_ADMIN, "/help", chat_id=ADMIN_CHAT_ID)
+        assert "Admin commands" in h.last_text(ADMIN_CHAT_ID)
+        api.chat_admins[ADMIN_CHAT_ID] = []  # demoted in Telegram
+        await asyncio.sleep(0.4)
+        await h.send(CHAT_ADMIN, "/credit 503 5 bonus", chat_id=ADMIN_CHAT_ID)
+        assert h.last_text(ADMIN_CHAT_ID) == "⛔ Admins only."
+        assert len(api.calls_of("getChatAdministrators")) == 2
+    finally:
+        await h.close()
+
+
+async def test_when_telegram_cant_say_who_is_admin_nobody_is(api: FakeBotAPI, tmp_path: Path) -> None:
+    """Fails closed: an error asking Telegram refuses the chat admin (listed ids still work), and is not cached."""
+    h = await start(api, tmp_path)
+    try:
+        api.fail_next("getChatAdministrators", status=500, count=2)
+        await h.send(CHAT_ADMIN, "/credit 503 5 bonus", chat_id=ADMIN_CHAT_ID)
+        assert h.last_text(ADMIN_CHAT_ID) == "⛔ Admins only."
+        await h.send(LISTED, "/help", chat_id=ADMIN_CHAT_ID)
+        assert "Admin commands" in h.last_text(ADMIN_CHAT_ID)
+        await h.send(CHAT_ADMIN, "/help", chat_id=ADMIN_CHAT_ID)  # the second failure
+        assert h.last_text(ADMIN_CHAT_ID) == "⛔ Admins only."
+        await h.send(CHAT_ADMIN, "/help", chat_id=ADMIN_CHAT_ID)  # Telegram answers again: served
+        assert "Admin commands" in h.last_text(ADMIN_CHAT_ID)
+    finally:
+        await h.close()

@@ -200,12 +200,14 @@ async def test_forged_unknown_coin_is_stale(harness: Harness) -> None:
     assert harness.api.messages[(USER, flow["message_id"])] == flow
 
 
-async def test_forged_network_of_another_coin_is_stale(harness: Harness) -> None:
+# BTC/BTC is a real pair: only the check against the flow's coin (USDT) refuses it, not the matrix.
+@pytest.mark.parametrize("data", ["tn:BTC:TRON", "tn:BTC:BTC"])
+async def test_forged_network_of_another_coin_is_stale(harness: Harness, data: str) -> None:
     await harness.send(USER, "/topup")
     await harness.tap(USER, "USDT")
     flow = harness.last(USER)
 
-    await harness.press(USER, "tn:BTC:TRON", message_id=flow["message_id"])
+    await harness.press(USER, data, message_id=flow["message_id"])
 
     assert harness.toasts()[-1] == STALE
     assert "On which network" in harness.last_text(USER)

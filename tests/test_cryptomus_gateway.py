@@ -557,6 +557,33 @@ def test_correctly_signed_bodies_of_any_shape_never_raise(fields, order_id):
         assert reading.verdict is WebhookVerdict.BAD_REQUEST
 
 
+def test_a_paying_status_that_is_not_final_never_credits():
+    """`paid`, `paid_over` and `wrong_amount` credit only with `is_final` exactly true. Every generated body is a
+    correctly signed payment with readable figures (so nothing else refuses it), and each reaches the assertion:
+    the count below proves the property was checked, not skipped (the old version reached it 0 times in 1,000)."""
+    reached: dict[str, int] = {}
+    not_true = st.one_of(st.just(False), st.none(), st.sampled_from(["true", "True", 1, "1", [True], {"v": True}]),
+                         json_values.filter(lambda v: v is not True))
+    coins = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000"), places=2).map(str)
+
+    @FUZZ
+    @given(status=st.sampled_from(["paid", "paid_over", "wrong_amount"]), is_final=not_true, paid=coins, due=coins,
+           usd=coins)
+    def check(status, is_final, paid, due, usd):
+        data = {"type": "payment", "order_id": "d1-0123456789ab", "amount": "10.00", "currency": "USD",
+                "payment_amount": paid, "payer_amount": due, "payment_amount_usd": usd, "is_final": is_final,
+                "status": status, "payer_currency": "USDT"}
+        data["sign"] = cryptomus_sign(php_json(data), KEY)
+        reading = FUZZ_GATEWAY.read_webhook(php_json(data).encode())
+        assert reading.verdict is WebhookVerdict.SETTLE and reading.update is not None
+        assert reading.update.state not in (PaymentState.PAID, PaymentState.UNDERPAID), (status, is_final)
+        reached[status] = reached.get(status, 0) + 1
+
+    check()
+    assert sum(reached.values()) == FUZZ.max_examples
+    assert reached.get("wrong_amount", 0) >= FUZZ.max_examples // 5
+
+
 # --- known bugs -------------------------------------------------------------------------------------------------------
 
 def test_a_non_ascii_sign_is_a_bad_signature_not_a_crash():

@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -710,3 +711,32 @@ async def _stored_bytes(db: Database) -> int:
             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"""))
     wal = db.path.with_name(db.path.name + "-wal")
     return db.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+# --- the credit and its notifications are one transaction -------------------------------------------------------
+
+async def test_a_failure_while_queueing_the_notifications_leaves_no_credit_at_all(listener, fake, db, monkeypatch):
+    """Not only a SIGKILL between two commits: if queueing the customer's "payment received" fails, the credit is
+    rolled back with it (Cryptomus is asked to retry), and the retry credits once and tells the customer once."""
+    import services.settlement
+
+    real_queue = services.settlement.queue
+    failures = []
+
+    async def queue_failing_once(tx, payload, **kw):
+        if payload.kind.value == "deposit_paid" and not failures:
+            failures.append(payload)
+            raise sqlite3.OperationalError("disk I/O error")
+        return await real_queue(tx, payload, **kw)
+
+    monkeypatch.setattr(services.settlement, "queue", queue_failing_once)
+    d = await create(listener)
+    fake.set_status(d.order_id, "paid")
+    assert await listener.send(d.order_id) == 503
+    assert failures and await ledger_rows(db) == [] and await balance(db) == 0
+    assert (await deposit(db, d.id)).status is DepositStatus.PENDING
+    assert await notifications(db, "deposit_paid") == [] and await notifications(db, "admin_deposit_paid") == []
+
+    assert await listener.send(d.order_id) == 200
+    assert await ledger_rows(db) == [("deposit", 2500, d.id)]
+    assert len(await notifications(db, "deposit_paid")) == 1

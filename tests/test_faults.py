@@ -792,3 +792,52 @@ async def test_a_locked_database_after_telegram_accepted_a_message_does_not_send
         if holder is not None:
             release(holder)
         await h.close()
+
+
+async def test_while_the_database_stays_locked_delivered_messages_are_not_sent_again(
+        api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock is held across several delivery passes (a long backup, a stuck writer): each pass finds the rows
+    still 'pending' in the database, and none of them is sent a second time; once the lock goes they are recorded."""
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 100)
+    h = await Harness.start(api, tmp_path / "bot.sqlite3")
+    holder: sqlite3.Connection | None = None
+    try:
+        await h.send(ANNA, "/start")
+        deposit = await h.app.topup.create_deposit(user_id=ANNA, chat_id=ANNA, coin="USDT", network="TRON",
+                                                   amount_cents=1000, coupon_code=None)
+        await h.app.topup.simulate_payment(ANNA, deposit.id)
+        holder = hold_write_lock(h.app.db.path)
+        for _ in range(4):
+            with contextlib.suppress(sqlite3.OperationalError):
+                await asyncio.wait_for(h.deliver(), 10)
+        pending = await fetch_value(h.app.db.reader, "SELECT COUNT(*) FROM notifications WHERE status = 'pending'")
+        assert pending >= 1  # the rows really are still unrecorded while these passes ran
+        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]
+        assert len(paid_ids_in(api, ADMIN_CHAT_ID, ADMIN_PAID_RE)) == 1
+        release(holder)
+        holder = None
+        await h.deliver()
+        assert await fetch_value(h.app.db.reader, "SELECT COUNT(*) FROM notifications WHERE status = 'pending'") == 0
+        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]
+    finally:
+        if holder is not None:
+            release(holder)
+        await h.close()
+
+
+async def test_a_repeated_event_queues_one_notification(harness: Harness) -> None:
+    """The same event reported again (a gateway's retry, a second pass) queues nothing more: the dedupe key."""
+    from services import notifications
+
+    await harness.send(ANNA, "/start")
+    deposit = await harness.app.topup.create_deposit(user_id=ANNA, chat_id=ANNA, coin="USDT", network="TRON",
+                                                     amount_cents=1000, coupon_code=None)
+    review = notifications.AdminDepositReview(deposit, "figures disagree")
+    ids = []
+    for _ in range(3):
+        async with harness.app.db.transaction() as tx:
+            ids.append(await notifications.queue(tx, review, chat_id=ADMIN_CHAT_ID, deposit_id=deposit.id,
+                                                 dedupe_key=f"deposit:{deposit.id}:admin:figures"))
+    assert ids[0] is not None and ids[1:] == [None, None]
+    assert await fetch_value(harness.app.db.reader, "SELECT COUNT(*) FROM notifications "
+                             "WHERE kind = 'admin_deposit_review'") == 1

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from services.store.db import fetch_value
+from services.store import now_ts
+from services.store.db import execute, fetch_value
 from services.topup import TopupError, TopupProblem
 from tests.fakes.bot_api import FakeBotAPI
 from tests.harness import Harness
@@ -68,5 +69,27 @@ async def test_concurrent_taps_cannot_slip_past_the_limit(api: FakeBotAPI, datab
         created = [r for r in results if not isinstance(r, Exception)]
         refused = [r for r in results if isinstance(r, TopupError) and r.problem is TopupProblem.TOO_MANY_OPEN]
         assert len(created) == 3 and len(refused) == 9
+    finally:
+        await h.close()
+
+
+async def test_the_hourly_window_is_exactly_one_hour(api: FakeBotAPI, tmp_path: Path) -> None:
+    """Attempts count for 3600 s: one started 3,500 s ago still counts, one started 3,601 s ago no longer does."""
+    h = await Harness.start(api, tmp_path / "bot.sqlite3", MAX_DEPOSITS_PER_HOUR="2", MAX_OPEN_DEPOSITS="10")
+    try:
+        await h.send(USER, "/start")
+        first, second = await create(h), await create(h)
+
+        async def started_ago(seconds: int) -> None:
+            async with h.app.db.transaction() as tx:
+                await execute(tx, "UPDATE deposits SET created_at = ? WHERE id IN (?, ?)",
+                              (now_ts() - seconds, first.id, second.id))
+
+        await started_ago(3500)
+        await through_the_flow(h)
+        assert "deposits in the last hour" in h.last_text(USER)
+        await started_ago(3601)
+        await through_the_flow(h)
+        assert "Waiting for payment" in h.last_text(USER)
     finally:
         await h.close()
