@@ -276,6 +276,13 @@ async def wait_until_listening(bot: ForkedBot, port: int, timeout: float = 30) -
             await asyncio.sleep(0.02)
 
 
+def pending_notifications(db_path: Path, deposit_ids: tuple[int, ...] | None = None) -> int:
+    """Notifications not yet sent (of these deposits only, when given)."""
+    where = f" AND deposit_id IN ({','.join('?' * len(deposit_ids))})" if deposit_ids else ""
+    return int(sql(db_path, "SELECT COUNT(*) FROM notifications WHERE status = 'pending'" + where,
+                   deposit_ids or ())[0][0])
+
+
 def crash_point_invariants(db_path: Path) -> dict[int, str]:
     """What must hold whenever the process has just died; returns deposit id -> status."""
     assert balance_mismatches(db_path) == []
@@ -303,7 +310,9 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
     db_path = tmp_path / "bot.sqlite3"
     log_path = tmp_path / "bot.log"
     bots: list[ForkedBot] = []
-    kills: list[float] = []  # time.monotonic() of each SIGKILL (the fake Bot API stamps calls on the same clock)
+    # time.monotonic() once each SIGKILLed process is gone (the fake Bot API stamps calls on arrival, same clock): every
+    # call the process made arrived before it.
+    kills: list[float] = []
     acked: dict[str, float] = {}  # order id -> when a "paid" callback for it was answered 200
     cut_off = 0  # callbacks whose connection died with the process
     answered = asyncio.Event()  # set by the first callback answer of a round
@@ -390,14 +399,30 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
                 for user, card in rng.sample(cards, k=2):  # customers tapping "Check status" meanwhile
                     if (button := fresh_button(api, user, "Check status", card)) and button[0] == card:
                         api.push_callback(user, button[1], message_id=card)
+                cut_off_before = cut_off
+                group_ids = tuple(id_of[o] for o in group)
                 if burst:
                     await asyncio.wait_for(answered.wait(), 30)
                     await asyncio.sleep(rng.uniform(0, 0.03))
                 else:
-                    await asyncio.sleep(rng.uniform(0.3, 3.0))
-                kills.append(time.monotonic())
+                    # At a random moment while this round's work is under way: once a credit's notifications are
+                    # queued, the customer's card edit waits a second behind their message (one per chat per second).
+                    def round_busy(ids: tuple[int, ...] = group_ids, running: ForkedBot = bot) -> bool:
+                        return bool(pending_notifications(db_path, ids)) or running.returncode is not None
+
+                    await bounded(round_busy, 30, "a credit of this round queued its notifications", interval=0.02)
+                    await asyncio.sleep(rng.uniform(0, 0.9))
                 await bot.kill()
+                kills.append(time.monotonic())
                 await asyncio.wait_for(asyncio.gather(*tasks), 15)
+                # Each kill interrupted work in progress: a callback cut off, a notification not yet sent, or a
+                # payment the gateway reported that is not yet on the ledger. A kill of an idle bot proves nothing.
+                unsettled = [o for o in group if sql(db_path, "SELECT COUNT(*) FROM ledger WHERE deposit_id = ?",
+                                                     (id_of[o],))[0][0] == 0]
+                interrupted = {"cut_off": cut_off - cut_off_before,
+                               "unsent": pending_notifications(db_path, group_ids),
+                               "unsettled": len(unsettled)}
+                assert any(interrupted.values()), (round_no, interrupted)
 
                 statuses = crash_point_invariants(db_path)
                 for order_id in acked:  # a 200 means the credit was durable before the answer
@@ -405,7 +430,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
                 assert all(s in ("pending", "paid") for s in statuses.values()), statuses
                 print(f"[{time.monotonic() - t0:.1f}s] round {round_no} ({'burst' if burst else 'timer'}): "
                       f"killed {kills[-1] - t0:.1f}s, "
-                      f"{sum(s == 'paid' for s in statuses.values())} paid")
+                      f"{sum(s == 'paid' for s in statuses.values())} paid, interrupted {interrupted}")
 
             # Finally run until quiet; Cryptomus re-sends callbacks nobody answered, and polling runs too.
             bot = await start()

@@ -448,6 +448,7 @@ class FakeBotAPI:
         changed.set()
 
     async def _handle_api(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()  # stamped on arrival: parsing a large upload must not make a call look later
         token = request.match_info["token"]
         sent_name = request.match_info["method"]
         method = _CANONICAL.get(sent_name.lower(), sent_name)
@@ -457,7 +458,7 @@ class FakeBotAPI:
             method=method,
             params=params,
             files=files,
-            at=time.monotonic(),
+            at=arrived,
             token=token,
             filenames=filenames,
         )
