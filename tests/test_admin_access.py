@@ -72,7 +72,7 @@ async def test_the_admin_list_is_asked_from_telegram_and_cached(api: FakeBotAPI,
         await h.close()
 
 
-async def test_a_demoted_admin_loses_access_when_the_cached_list_expires(api: FakeBotAPI, tmp_path: Path,
+async def test_a_demoted_admin_loses_access_when_the_cached_list_expires(api: FakeBotAPI, database_url: str,
                                                                          monkeypatch) -> None:
     """The admin list is cached for ADMIN_LIST_TTL_SECONDS, not forever: a demoted admin keeps no money powers."""
     import asyncio
@@ -80,7 +80,7 @@ async def test_a_demoted_admin_loses_access_when_the_cached_list_expires(api: Fa
     import handlers.admin_access
 
     monkeypatch.setattr(handlers.admin_access, "ADMIN_LIST_TTL_SECONDS", 0.3)
-    h = await start(api, tmp_path)
+    h = await start(api, database_url)
     try:
         await h.send(CHAT_ADMIN, "/help", chat_id=ADMIN_CHAT_ID)
         assert "Admin commands" in h.last_text(ADMIN_CHAT_ID)
@@ -93,9 +93,9 @@ async def test_a_demoted_admin_loses_access_when_the_cached_list_expires(api: Fa
         await h.close()
 
 
-async def test_when_telegram_cant_say_who_is_admin_nobody_is(api: FakeBotAPI, tmp_path: Path) -> None:
+async def test_when_telegram_cant_say_who_is_admin_nobody_is(api: FakeBotAPI, database_url: str) -> None:
     """Fails closed: an error asking Telegram refuses the chat admin (listed ids still work), and is not cached."""
-    h = await start(api, tmp_path)
+    h = await start(api, database_url)
     try:
         api.fail_next("getChatAdministrators", status=500, count=2)
         await h.send(CHAT_ADMIN, "/credit 503 5 bonus", chat_id=ADMIN_CHAT_ID)

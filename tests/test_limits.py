@@ -73,9 +73,9 @@ async def test_concurrent_taps_cannot_slip_past_the_limit(api: FakeBotAPI, datab
         await h.close()
 
 
-async def test_the_hourly_window_is_exactly_one_hour(api: FakeBotAPI, tmp_path: Path) -> None:
+async def test_the_hourly_window_is_exactly_one_hour(api: FakeBotAPI, database_url: str) -> None:
     """Attempts count for 3600 s: one started 3,500 s ago still counts, one started 3,601 s ago no longer does."""
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", MAX_DEPOSITS_PER_HOUR="2", MAX_OPEN_DEPOSITS="10")
+    h = await Harness.start(api, database_url, MAX_DEPOSITS_PER_HOUR="2", MAX_OPEN_DEPOSITS="10")
     try:
         await h.send(USER, "/start")
         first, second = await create(h), await create(h)
