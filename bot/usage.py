@@ -7,15 +7,15 @@ ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 
 COMMANDS = """\
 Commands:
-  python -m bot                run the bot: long polling, or Telegram's webhook with TELEGRAM_WEBHOOK=true
-  python -m bot coupons ...    add, list, disable or enable the bot's coupons, without Telegram
-                               (python -m bot coupons alone prints examples)
-  python -m bot backup [FILE]  a consistent copy of the database, safe while the bot runs
-                               (default: backups/ beside the database)
-  python -m bot migrate        bring the database's schema up to date and stop (a start does it too)
+  python -m bot                     run the bot: long polling, or Telegram's webhook with TELEGRAM_WEBHOOK=true
+  python -m bot coupons ...         add, list, disable or enable the bot's coupons, without Telegram
+                                    (python -m bot coupons alone prints examples)
+  python -m bot backup [FILE]       a consistent copy of the SQLite database, safe while the bot runs
+                                    (default: backups/ beside the database)
+  python -m bot migrate             bring the database schema up to date and stop (before starting instances)
   python -m bot copy-to-postgres [SQLITE_FILE]
-                               copy a SQLite database into the empty PostgreSQL one DATABASE_URL names
-  python -m bot --help         this text"""
+                                    copy the SQLite database into the empty PostgreSQL one DATABASE_URL names
+  python -m bot --help              this text"""
 
 SETTINGS_INTRO = """\
 Settings: environment variables, or NAME=value lines in a .env file in the directory you start the bot from

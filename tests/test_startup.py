@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,14 @@ def test_help_lists_every_setting_the_bot_reads():
         load_settings(Recording(BOT_TOKEN="123:abcdef", PAYMENT_GATEWAY=gateway, **extra))
     text = usage()
     assert read and not [name for name in sorted(read) if f"  {name}" not in text]
+
+
+def test_help_lists_every_command_python_m_bot_takes():
+    main = (Path(__file__).resolve().parent.parent / "bot" / "__main__.py").read_text(encoding="utf-8")
+    commands = re.findall(r'args\[:1\] == \["([a-z-]+)"\]', main)
+    assert "coupons" in commands  # the scan works
+    text = usage()
+    assert [c for c in commands if f"python -m bot {c}" not in text] == []
 
 
 def test_an_unknown_command_is_one_line(tmp_path: Path):
