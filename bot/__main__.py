@@ -38,6 +38,14 @@ def main() -> int:
         from bot.cli import run_migrate
 
         return run_migrate(args[1:])
+    if args[:1] == ["api-keys"]:
+        from bot.cli import run_api_keys
+
+        return run_api_keys(args[1:])
+    if args[:1] == ["sandbox-reset"]:
+        from bot.cli import run_sandbox_reset
+
+        return run_sandbox_reset(args[1:])
     if args:
         print(f"Unknown command {args[0]!r}; `python -m bot --help` lists the commands and settings", file=sys.stderr)
         return 2

@@ -21,9 +21,11 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_applicati
 from aiohttp import web
 
 from handlers.admin_access import AdminAccess
+from bot.api import OperatorApi
 from bot.config import ConfigError, Settings
 from bot.database import open_database
 from bot.delivery import DeliveryWorker
+from bot.operator_webhook import EventSender
 from bot.fsm_storage import FSMWriteBack, SQLiteStorage
 from handlers.i18n import Locales
 from bot.middlewares import UserContextMiddleware
@@ -34,13 +36,16 @@ from handlers import admin as admin_handlers
 from handlers import build_routers
 from handlers.ui.notifications import NotificationRenderer
 from services.admin import AdminService
+from services.api_access import ApiAccess
 from services.gateways.base import Gateway, GatewayError
 from services.gateways.cryptomus import CryptomusGateway
 from services.gateways.sandbox import SandboxGateway
 from services.gateways.smartcloudpay import SmartCloudPayGateway
 from services.gateways.smsonline import SMSOnlineGateway
+from services.links import Linker
 from services.matrix import Matrix
 from services.payouts import PayoutService
+from services.operator_events import OperatorEvents
 from services.reconciler import Reconciler
 from services.redact import register_secret
 from services.settlement import Settler
@@ -49,6 +54,8 @@ from services.store import Database
 from services.store.settings import get_or_create_secret
 from services.summary import daily_summary_forever
 from services.topup import FIRST_CHECK_DELAY_SECONDS, TopupService, UserLimits
+from services.wallet import Wallet
+from services import test_money
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +100,8 @@ def build_bot(settings: Settings) -> Bot:
     register_secret(settings.bot_token.value, settings.smsonline_api_key.value, settings.cryptomus_api_key.value,
                     settings.smartcloudpay_api_key.value,
                     *(s.value for s in (settings.smartcloudpay_callback_token, settings.telegram_webhook_secret,
-                                        settings.redis_url) if s is not None))
+                                        settings.redis_url, settings.operator_api_key,
+                                        settings.operator_webhook_secret) if s is not None))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     return Bot(settings.bot_token.value, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
 
@@ -113,6 +121,8 @@ class Application:
     matrix: Matrix
     web_app: web.Application
     renderer: NotificationRenderer
+    wallet: Wallet
+    operator_api: OperatorApi
     redis: RedisState | None = None
 
     async def refresh_pairs_forever(self) -> None:
@@ -148,7 +158,8 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
         gateway, policies = await build_gateway(settings, db)
     matrix = Matrix(gateway.pairs, settings.allowed_pairs)
     locales = Locales(settings.default_locale, admin=settings.admin_locale)
-    settler = Settler(db, admin_chat_id=settings.admin_chat_id)
+    events = OperatorEvents(enabled=settings.operator_webhook_url is not None)
+    settler = Settler(db, admin_chat_id=settings.admin_chat_id, events=events)
     topup = TopupService(db, gateway, matrix, settler, settings.amount_limits, admin_chat_id=settings.admin_chat_id,
                          quick_amounts_cents=settings.quick_amounts_cents,
                          first_check_delay_seconds=min(FIRST_CHECK_DELAY_SECONDS, settings.reconcile_interval_seconds),
@@ -167,13 +178,15 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
         dispatcher = Dispatcher(storage=storage, events_isolation=SimpleEventIsolation())
         dispatcher.update.outer_middleware(FSMWriteBack(storage))  # after the FSM's: inside the per-user lock
     admin = AdminService(db, settler, allow_negative_balance=settings.allow_negative_balance,
-                         confirm_seconds=settings.confirm_seconds)
+                         confirm_seconds=settings.confirm_seconds, sandbox=gateway.is_sandbox, events=events)
     payouts = (PayoutService(db, gateway, settings.payout_max_cents, settings.payout_daily_max_cents)
                if isinstance(gateway, SmartCloudPayGateway) else None)
+    wallet = Wallet(db, events, notify_customers=settings.notify_charges)
+    linker = Linker(db, events, ttl_hours=settings.link_ttl_hours)
     dispatcher.workflow_data.update(settings=settings, db=db, gateway=gateway, locales=locales, topup=topup,
                                     settler=settler, admin=admin, admin_access=AdminAccess(
         settings.admin_chat_id, settings.admin_user_ids, private_commands=settings.admin_private_commands),
-                                    payouts=payouts)
+                                    payouts=payouts, linker=linker)
     context = UserContextMiddleware(db, locales, admin_chat_id=settings.admin_chat_id)
     dispatcher.message.outer_middleware(context)
     dispatcher.callback_query.outer_middleware(context)
@@ -181,9 +194,13 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     dispatcher.errors.register(on_error)
     inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
                           trusted_proxies=settings.trusted_proxies, policies=policies or {})
-    app = Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher, matrix,
-                      build_web_app(db, gateway, inbox, redis=redis),
-                      NotificationRenderer(locales, sandbox=gateway.is_sandbox), redis)
+    operator_api = OperatorApi(
+        ApiAccess(db, settings.operator_api_key.value if settings.operator_api_key else None), wallet, linker,
+        rate_limit=settings.api_rate_limit)
+    web_app = build_web_app(db, gateway, inbox, redis=redis)
+    operator_api.install(web_app)
+    app = Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher, matrix, web_app,
+                      NotificationRenderer(locales, sandbox=gateway.is_sandbox), wallet, operator_api, redis)
     await app.refresh_pairs_once()
     if not len(matrix):
         await app.close()
@@ -288,7 +305,16 @@ async def run(settings: Settings) -> None:
         await bot.session.close()
         raise
     delivery = DeliveryWorker(bot, app.db, app.renderer, admin_events=settings.admin_events)
-    app.settler.after_commit = delivery.wake
+    events = EventSender.from_settings(app.db, settings)
+    wakers = [delivery.wake] + ([events.wake] if events is not None else [])
+
+    def wake_all() -> None:
+        for wake in wakers:
+            wake()
+
+    app.settler.after_commit = wake_all
+    app.wallet.after_commit.extend(wakers)
+    app.operator_api.bot_username = lambda: _username(bot)
     tasks: list[asyncio.Task[Any]] = []
     allowed_updates = app.dispatcher.resolve_used_update_types()
     webhook_secret = await attach_telegram_webhook(app, bot) if settings.telegram_webhook else None
@@ -309,12 +335,17 @@ async def run(settings: Settings) -> None:
         except Exception:  # noqa: BLE001 - nor must a missing description
             log.warning("could not set the bot's description", exc_info=True)
         await check_admin_chat(bot, settings.admin_chat_id)
+        if not app.gateway.is_sandbox and settings.admin_chat_id is not None:
+            await test_money.warn_once(app.db, admin_chat_id=settings.admin_chat_id)  # test money in a live bot
 
     duties: dict[str, Duty] = {"delivery": delivery.run_forever}
+    if events is not None:
+        duties["operator-events"] = events.run_forever
     if settings.admin_chat_id is not None and "summary" in settings.admin_events:
         admin_chat_id = settings.admin_chat_id
         duties["summary"] = lambda: daily_summary_forever(app.db, admin_chat_id=admin_chat_id,
-                                                          hour=settings.daily_summary_hour)
+                                                          hour=settings.daily_summary_hour,
+                                                          include_test=app.gateway.is_sandbox)
     leadership = Leadership(app.db, on_elected=chores, duties=duties)
     app.web_app[LEADERSHIP] = leadership
 
@@ -388,6 +419,11 @@ async def listen(runner: web.AppRunner, settings: Settings) -> None:
         raise ConfigError(f"WEB_PORT={settings.web_port}: cannot listen on {settings.web_host}:{settings.web_port} "
                           f"({exc.strerror or exc}); stop the program using it, or set WEB_PORT (and WEB_HOST) "
                           "to a free address") from None
+
+
+async def _username(bot: Bot) -> str:
+    me = await bot.me()  # asked once, then remembered by aiogram
+    return me.username or ""
 
 
 async def attach_telegram_webhook(app: Application, bot: Bot) -> str:

@@ -1,13 +1,17 @@
-"""`python -m bot coupons ...`, `migrate`: operator commands that need only the database (no bot token, no Telegram)."""
+"""`python -m bot coupons|api-keys|sandbox-reset|migrate ...`: operator commands that need only the database (no
+bot token, no Telegram)."""
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from datetime import datetime, timezone
 
 from bot.config import ConfigError
 from bot.database import open_database
+from services import test_money
+from services.api_access import KeyNameTaken, create_key, list_keys, revoke_key
 from services.coupons import CouponSpecError, CouponSpecProblem, add_coupon, parse_coupon_spec
 from services.money import format_usd
 from services.store import Coupon, CouponKind, Database
@@ -164,3 +168,89 @@ def describe(coupon: Coupon) -> str:
     if not coupon.active:
         parts.append("disabled")
     return ", ".join(parts)
+
+
+API_KEYS_USAGE = """usage:
+  python -m bot api-keys create NAME [--read-only]   prints a new key once; only its hash is kept
+  python -m bot api-keys list
+  python -m bot api-keys revoke NAME                  refused from the next request on
+NAME: 1 to 64 letters, digits, '.', '_' or '-' (e.g. shop-prod)"""
+_KEY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+
+
+def run_api_keys(args: list[str]) -> int:
+    url = database_url()
+    if url is None:
+        return 2
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    valid = ((command == "create" and len(rest) in (1, 2) and rest[1:] in ([], ["--read-only"]))
+             or (command == "list" and not rest) or (command == "revoke" and len(rest) == 1))
+    if not valid or (rest and not _KEY_NAME_RE.fullmatch(rest[0])):
+        print(API_KEYS_USAGE, file=sys.stderr)
+        return 2
+    return asyncio.run(_api_keys(url, command, rest))
+
+
+async def _api_keys(url: DatabaseURL, command: str, args: list[str]) -> int:
+    try:
+        db = await open_database(url)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if command == "create":
+            read_only = "--read-only" in args
+            try:
+                key = await create_key(db, args[0], read_only=read_only)
+            except KeyNameTaken:
+                print(f"Not created: a key named {args[0]} exists already (names are never reused)", file=sys.stderr)
+                return 1
+            scope = "read-only" if read_only else "full access"
+            print(f"Created API key {args[0]} ({scope}). It is shown only this once; store it now:\n{key}")
+            return 0
+        if command == "list":
+            for k in await list_keys(db):
+                state = "revoked " + _date(k.revoked_at) if k.revoked_at else "active"
+                print(f"{k.name}\t{'read-only' if k.read_only else 'full'}\tcreated {_date(k.created_at)}\t{state}")
+            return 0
+        if not await revoke_key(db, args[0]):
+            print(f"No active key named {args[0]}", file=sys.stderr)
+            return 1
+        print(f"Revoked API key {args[0]}")
+        return 0
+    finally:
+        await db.close()
+
+
+def _date(ts: int) -> str:
+    return f"{datetime.fromtimestamp(ts, tz=timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def run_sandbox_reset(args: list[str]) -> int:
+    url = database_url()
+    if url is None:
+        return 2
+    if args:
+        print("usage: python -m bot sandbox-reset   (writes off all test money the sandbox credited)",
+              file=sys.stderr)
+        return 2
+    return asyncio.run(_sandbox_reset(url))
+
+
+async def _sandbox_reset(url: DatabaseURL) -> int:
+    try:
+        db = await open_database(url)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        reversed_ = await test_money.reset(db)
+    finally:
+        await db.close()
+    if not reversed_:
+        print("No test money to write off.")
+        return 0
+    for user_id, cents in reversed_:
+        print(f"user {user_id}: {format_usd(-cents)} of test money written off")
+    print(f"Wrote off the test money of {len(reversed_)} user(s); each line is in the ledger and in /audit.")
+    return 0

@@ -83,6 +83,12 @@ class Settings:
     # Many instances: conversation state and the per-user update lock in Redis (None: in the database, one process).
     redis_url: Secret | None = None
     redis_key_prefix: str = "topup"
+    operator_api_key: Secret | None = None
+    api_rate_limit: int = 20
+    link_ttl_hours: int = 24
+    operator_webhook_url: str | None = None
+    operator_webhook_secret: Secret | None = None
+    notify_charges: bool = True
 
 
 def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
@@ -197,6 +203,17 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     if admin_chat_id is not None and admin_chat_id > 0:
         raise ConfigError(f"ADMIN_CHAT_ID={admin_chat_id} is a person's id, not a group's (group ids are negative, "
                           "e.g. -1001234567890); add the bot to your staff group and it replies with the group's id")
+    api_key = get("OPERATOR_API_KEY")
+    if api_key and not re.fullmatch(r"[\x21-\x7e]{24,256}", api_key):
+        raise ConfigError("OPERATOR_API_KEY must be 24 to 256 printable characters without spaces (e.g. the output "
+                          "of `openssl rand -hex 32`); or leave it empty and create keys with "
+                          "`python -m bot api-keys create NAME`")
+    operator_url = _http_url(get("OPERATOR_WEBHOOK_URL"), "OPERATOR_WEBHOOK_URL") if get("OPERATOR_WEBHOOK_URL") \
+        else None
+    operator_secret = get("OPERATOR_WEBHOOK_SECRET")
+    if operator_url and len(operator_secret) < 16:
+        raise ConfigError("OPERATOR_WEBHOOK_SECRET is required with OPERATOR_WEBHOOK_URL (at least 16 characters, "
+                          "e.g. the output of `openssl rand -hex 32`): events are signed with it")
 
     return Settings(
         bot_token=Secret(token),
@@ -249,6 +266,14 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         max_deposits_per_hour=_positive_int(get("MAX_DEPOSITS_PER_HOUR", "10"), "MAX_DEPOSITS_PER_HOUR"),
         redis_url=redis_url,
         redis_key_prefix=redis_prefix,
+        operator_api_key=Secret(api_key) if api_key else None,
+        api_rate_limit=_positive_int(get("API_RATE_LIMIT", "20"), "API_RATE_LIMIT",
+                                     hint="requests per second per API key, e.g. 20"),
+        link_ttl_hours=_positive_int(get("LINK_TTL_HOURS", "24"), "LINK_TTL_HOURS",
+                                     hint="how many hours an account link stays valid, e.g. 24"),
+        operator_webhook_url=operator_url,
+        operator_webhook_secret=Secret(operator_secret) if operator_url else None,
+        notify_charges=_bool(get("NOTIFY_CHARGES", "true"), "NOTIFY_CHARGES"),
     )
 
 
@@ -289,10 +314,10 @@ def _int(text: str, name: str, *, hint: str) -> int:
         raise ConfigError(f"{name}={text!r} is not a whole number: {hint}") from None
 
 
-def _positive_int(text: str, name: str) -> int:
-    value = _int(text, name, hint="a whole number of seconds, e.g. 60")
+def _positive_int(text: str, name: str, *, hint: str = "a whole number of seconds, e.g. 60") -> int:
+    value = _int(text, name, hint=hint)
     if value <= 0:
-        raise ConfigError(f"{name} must be above zero, e.g. 60")
+        raise ConfigError(f"{name} must be above zero: {hint}")
     return value
 
 

@@ -11,12 +11,13 @@ from enum import Enum
 from typing import Any
 
 from services.gateways.base import PaymentState, PaymentUpdate
+from services.operator_events import OperatorEvents
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, LedgerKind, User, now_ts
 from services.store import admin as admin_repo
 from services import notifications
 from services.notifications import BalanceAdjusted
-from services.store import deposits, ledger, users
+from services.store import charges, deposits, ledger, users
 from services.store.db import fetch_all, retry_on_deadlock
 
 
@@ -55,11 +56,14 @@ class PendingAction:
 
 
 class AdminService:
-    def __init__(self, db: Database, settler: Settler, *, allow_negative_balance: bool, confirm_seconds: int) -> None:
+    def __init__(self, db: Database, settler: Settler, *, allow_negative_balance: bool, confirm_seconds: int,
+                 sandbox: bool = False, events: OperatorEvents | None = None) -> None:
         self.db = db
         self._settler = settler
         self._allow_negative = allow_negative_balance
         self.confirm_seconds = confirm_seconds
+        self.sandbox = sandbox  # which balance staff and customers see: with test money, or real money only
+        self._events = events or OperatorEvents(enabled=False)
 
     @property
     def allows_negative_balance(self) -> bool:
@@ -129,19 +133,22 @@ class AdminService:
             try:  # checked against the balance with the user's row locked: two debits at once can't both pass
                 move = await ledger.move_balance(tx, user_id=user_id, amount_cents=cents, kind=LedgerKind.ADJUSTMENT,
                                                  idempotency_key=f"admin:{pending.token}", note=reason,
-                                                 actor_id=actor.id, allow_negative=self._allow_negative)
+                                                 actor_id=actor.id, allow_negative=self._allow_negative,
+                                                 live_only=not self.sandbox)
             except ledger.InsufficientBalance as exc:
                 raise AdminError(AdminProblem.BELOW_ZERO, balance=exc.balance_cents) from None
             if move is None:
                 raise AdminError(AdminProblem.USER_NOT_FOUND, query=str(user_id))
+            await self._events.balance_changed(tx, move.entry_id)
             await admin_repo.audit(tx, actor_id=actor.id, actor_name=actor.name, action=pending.action,
                                    target=f"user:{user_id}", details={"cents": cents}, reason=reason)
             fresh = await users.get(tx, user_id)
-            assert fresh is not None and fresh.balance_cents == move.balance_cents
+            assert fresh is not None
             # The user hears of it through the outbox: retried until delivered, and only if this commits.
-            await notifications.queue(tx, BalanceAdjusted(fresh, cents, reason, fresh.balance_cents), chat_id=user_id,
+            shown = fresh.balance_shown(sandbox=self.sandbox)
+            await notifications.queue(tx, BalanceAdjusted(fresh, cents, reason, shown), chat_id=user_id,
                                       user_id=user_id, dedupe_key=f"admin:{pending.token}:notify")
-        return fresh.balance_cents
+        return shown
 
     async def confirm_payment(self, actor: Actor, pending: PendingAction) -> Settlement:
         """A payment staff saw arrive (a card payment): settled like any other report, through settle_payment."""
@@ -170,6 +177,9 @@ class AdminService:
 
     async def recent_ledger(self, user_id: int, limit: int = 10) -> list[Any]:
         return await ledger.for_user(self.db.reader, user_id, limit)
+
+    async def recent_charges(self, user_id: int, limit: int = 5) -> list[charges.Charge]:
+        return await charges.recent_for_user(self.db.reader, user_id, limit)
 
     async def recent_deposits(self, user_id: int, limit: int = 5) -> list[Deposit]:
         rows = await fetch_all(self.db.reader, "SELECT * FROM deposits WHERE user_id = ? ORDER BY id DESC LIMIT ?",

@@ -93,13 +93,15 @@ class CsvExport:
     rows: int
 
 
-def _created_since(since_ts: int | None) -> tuple[str, tuple[int, ...]]:
-    """The period filter; 'all' has none, so that it scans the table once instead of walking an index."""
-    return ("", ()) if since_ts is None else (" AND d.created_at >= ?", (since_ts,))
+def _created_since(since_ts: int | None, include_test: bool) -> tuple[str, tuple[int, ...]]:
+    """The period filter ('all' has none, so that it scans the table once instead of walking an index), and
+    live money only unless the sandbox is running (then everything is test money, and staff see it)."""
+    live = "" if include_test else " AND d.test = 0"
+    return (live, ()) if since_ts is None else (live + " AND d.created_at >= ?", (since_ts,))
 
 
-async def stats(db: Database, since_ts: int | None) -> Stats:
-    since, params = _created_since(since_ts)
+async def stats(db: Database, since_ts: int | None, *, include_test: bool = False) -> Stats:
+    since, params = _created_since(since_ts, include_test)
     totals = await fetch_one(db.reader, f"""
         SELECT COUNT(*) AS created,
                COALESCE(SUM(CASE WHEN d.status = 'paid' THEN 1 ELSE 0 END), 0) AS paid,
@@ -152,13 +154,13 @@ async def find_deposits(db: Database, query: str, limit: int) -> list[DepositRow
     return [DepositRow.from_row(r) for r in rows]
 
 
-async def export_csv(db: Database, since_ts: int | None) -> CsvExport:
+async def export_csv(db: Database, since_ts: int | None, *, include_test: bool = False) -> CsvExport:
     """Every deposit created in the period, oldest first; amounts in USD with two decimals, times ISO 8601 UTC.
 
     The database formats every value (in integers, so no float touches money), so the event loop only joins the rows:
     a year of deposits must not stall the bot while it is written.
     """
-    since, params = _created_since(since_ts)
+    since, params = _created_since(since_ts, include_test)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)

@@ -35,6 +35,8 @@ class NotificationKind(str, Enum):
     DEPOSIT_CARD = "deposit_card"            # edit the deposit's card to show its new status
     DEPOSIT_INTERRUPTED = "deposit_interrupted"  # edit "Creating your deposit..." after a crash lost the creation
     BALANCE_ADJUSTED = "balance_adjusted"
+    BALANCE_CHARGED = "balance_charged"      # the operator's service charged the balance (the API)
+    BALANCE_REFUNDED = "balance_refunded"    # ... and gave some of a charge back
     ADMIN_DEPOSIT_PAID = "admin_deposit_paid"
     ADMIN_DEPOSIT_EXPIRED = "admin_deposit_expired"
     ADMIN_DEPOSIT_REVIEW = "admin_deposit_review"
@@ -42,6 +44,7 @@ class NotificationKind(str, Enum):
     ADMIN_DAILY_SUMMARY = "admin_daily_summary"
     ADMIN_WEBHOOK_REJECTED = "admin_webhook_rejected"
     ADMIN_GATEWAY_ERROR = "admin_gateway_error"
+    ADMIN_TEST_MONEY = "admin_test_money"    # the database holds sandbox money while a real gateway runs
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,32 @@ class BalanceAdjusted(Payload):
     user: User | None
     cents: int
     reason: str
+    balance_cents: int
+
+    def reader(self) -> User | None:
+        return self.user
+
+
+@dataclass(frozen=True)
+class BalanceCharged(Payload):
+    """"−$2.00 · SMS number · Balance: $3.15": an API charge, as the customer hears of it."""
+
+    kind = NotificationKind.BALANCE_CHARGED
+    user: User | None
+    amount_cents: int
+    description: str
+    balance_cents: int
+
+    def reader(self) -> User | None:
+        return self.user
+
+
+@dataclass(frozen=True)
+class BalanceRefunded(Payload):
+    kind = NotificationKind.BALANCE_REFUNDED
+    user: User | None
+    amount_cents: int
+    description: str     # the charge's
     balance_cents: int
 
     def reader(self) -> User | None:
@@ -203,10 +232,21 @@ class AdminGatewayError(Payload):
         return "gateway"
 
 
+@dataclass(frozen=True)
+class AdminTestMoney(Payload):
+    """Said once per state of the test money, at start with a real gateway: it is there, uncounted, and how to
+    remove it."""
+
+    kind = NotificationKind.ADMIN_TEST_MONEY
+    cents: int
+    users: int
+
+
 PAYLOADS: dict[NotificationKind, type[Payload]] = {cls.kind: cls for cls in (
-    DepositPaid, DepositExpired, DepositCard, DepositInterrupted, BalanceAdjusted, AdminDepositPaid,
+    DepositPaid, DepositExpired, DepositCard, DepositInterrupted, BalanceAdjusted, BalanceCharged, BalanceRefunded,
+    AdminDepositPaid,
     AdminDepositExpired, AdminDepositReview, AdminManualDeposit, AdminDailySummary, AdminWebhookRejected,
-    AdminGatewayError)}
+    AdminGatewayError, AdminTestMoney)}
 
 
 # --- writing ---

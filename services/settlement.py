@@ -25,6 +25,7 @@ from services.notifications import (
     queue,
 )
 from services.store import Database, Deposit, DepositStatus, LedgerKind, User
+from services.operator_events import EventType, OperatorEvents
 from services.store import coupons, deposits, ledger, outbox, users
 from services.store.db import Conn, retry_on_deadlock
 
@@ -129,9 +130,10 @@ class Settlement:
 
 
 class Settler:
-    def __init__(self, db: Database, *, admin_chat_id: int | None) -> None:
+    def __init__(self, db: Database, *, admin_chat_id: int | None, events: OperatorEvents | None = None) -> None:
         self._db = db
         self._admin_chat_id = admin_chat_id
+        self._events = events or OperatorEvents(enabled=False)
         # Called after a transaction that queued notifications commits (the delivery worker's wake-up).
         self.after_commit: Callable[[], None] | None = None
 
@@ -187,14 +189,17 @@ class Settler:
         credit = verdict.credit_cents
         line = await ledger.append(tx, user_id=deposit.user_id, amount_cents=credit, kind=LedgerKind.DEPOSIT,
                                    idempotency_key=ledger.deposit_key(deposit.id), deposit_id=deposit.id,
-                                   note=f"{update.gateway} {update.order_id} via {update.source}")
+                                   note=f"{update.gateway} {update.order_id} via {update.source}", test=deposit.test)
         if line is None:
             return Settlement(Outcome.ALREADY_CREDITED, deposit)
+        await self._events.balance_changed(tx, line)
 
         bonus, bonus_lost = await self._coupon_bonus(tx, deposit, credit)
         fresh = await deposits.mark_paid(tx, deposit.id, credited_cents=credit, bonus_cents=bonus, txid=update.txid)
+        await self._events.deposit_event(tx, EventType.DEPOSIT_PAID, deposit.id, "paid")
         user = await users.get(tx, deposit.user_id)  # its balance as the ledger's trigger left it
-        balance = user.balance_cents if user else None
+        # A sandbox payment shows the sandbox's balance; a real one the real money only.
+        balance = None if user is None else user.balance_shown(sandbox=deposit.test)
         await queue(tx, DepositPaid(fresh, user, credit, bonus, balance, bonus_lost), chat_id=deposit.chat_id,
                     user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid")
         await self._enqueue_card(tx, fresh, user)
@@ -223,9 +228,10 @@ class Settler:
             return 0, coupon is not None
         bonus = coupon.bonus_for(min(credit, deposit.expected_credit_cents))  # never a bonus on an overpayment
         if bonus > 0:
-            await ledger.append(tx, user_id=deposit.user_id, amount_cents=bonus, kind=LedgerKind.BONUS,
-                                idempotency_key=ledger.bonus_key(deposit.id), deposit_id=deposit.id,
-                                note=f"coupon {coupon.code}")
+            line = await ledger.append(tx, user_id=deposit.user_id, amount_cents=bonus, kind=LedgerKind.BONUS,
+                                       idempotency_key=ledger.bonus_key(deposit.id), deposit_id=deposit.id,
+                                       note=f"coupon {coupon.code}", test=deposit.test)
+            await self._events.balance_changed(tx, line)
         await coupons.redeem(tx, deposit.id, bonus)
         return bonus, False
 
@@ -257,6 +263,7 @@ class Settler:
                         deposit_id=deposit_id, dedupe_key=f"deposit:{deposit_id}:expired")
             await self._enqueue_card(tx, deposit, user)
             await self._enqueue_admin(tx, deposit, "expired", AdminDepositExpired(deposit, user))
+            await self._events.deposit_event(tx, EventType.DEPOSIT_EXPIRED, deposit_id, "expired")
         log.info("deposit %s expired unpaid", deposit_id)
         if self.after_commit is not None:
             self.after_commit()
@@ -281,6 +288,7 @@ class Settler:
 
     async def _flag(self, tx: Conn, deposit: Deposit, key: str, *, reason: str) -> None:
         await self._enqueue_admin(tx, deposit, key, AdminDepositReview(deposit, reason))
+        await self._events.deposit_event(tx, EventType.DEPOSIT_REVIEW, deposit.id, f"review:{key}", reason=reason)
 
     async def _enqueue_card(self, tx: Conn, deposit: Deposit, user: User | None = None) -> None:
         """Show the deposit's new status on its card; an older card update still waiting is dropped, so a late retry

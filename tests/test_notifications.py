@@ -41,6 +41,9 @@ SAMPLES: list[Payload] = [
     notifications.AdminWebhookRejected("heleket", "bad_signature", "203.0.113.9", 12),
     notifications.AdminGatewayError("cryptomus", "401: wrong API key"),
     notifications.DepositInterrupted(DEPOSIT, ALICE, 12),
+    notifications.BalanceCharged(ALICE, 200, "SMS number", 315),
+    notifications.BalanceRefunded(ALICE, 200, "", 515),
+    notifications.AdminTestMoney(5000, 2),
 ]
 
 

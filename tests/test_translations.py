@@ -20,6 +20,7 @@ from babel.messages.pofile import read_po
 from bot.app import USER_COMMANDS
 from handlers.ui.callbacks import DepositAction, FlowAction
 from handlers.admin import ADMIN_COMMANDS
+from services.links import LinkRefused
 from services.admin import AdminProblem
 from services.coupons import CouponProblem
 from services.matrix import LINK_METHODS
@@ -44,6 +45,7 @@ DYNAMIC_KEYS: dict[str, list[str]] = {
     "admin.command.": list(ADMIN_COMMANDS),
     "admin.error.": [p.value for p in AdminProblem],
     "deposit.link-note.": list(LINK_METHODS),
+    "link.": [r.value for r in LinkRefused],
 }
 
 

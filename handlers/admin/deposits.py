@@ -55,13 +55,14 @@ def _period(args: str | None) -> tuple[str, int | None] | None:
         return None
 
 
-async def stats_command(message: Message, command: CommandObject, t: Translator, db: Database) -> None:
+async def stats_command(message: Message, command: CommandObject, t: Translator, db: Database,
+                        admin: AdminService) -> None:
     period = _period(command.args)
     if period is None:
         await message.reply(t("admin.deposits.usage.stats"))
         return
     since = period[1]
-    await message.reply(stats_text(t, await admin_reports.stats(db, since), since))
+    await message.reply(stats_text(t, await admin_reports.stats(db, since, include_test=admin.sandbox), since))
 
 
 def stats_text(t: Translator, stats: Stats, since: int | None) -> str:
@@ -277,7 +278,7 @@ async def export_command(message: Message, command: CommandObject, t: Translator
         await message.reply(t("admin.deposits.usage.export"))
         return
     name, since = period
-    export = await admin_reports.export_csv(db, since)
+    export = await admin_reports.export_csv(db, since, include_test=admin.sandbox)
     # The file carries users' data out of the bot: who took it is worth keeping.
     await admin.record(actor_of(message), "export_deposits", None, {"period": name, "rows": export.rows})
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")

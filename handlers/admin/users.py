@@ -17,6 +17,7 @@ from services.money import AmountError, format_usd, parse_usd
 from services.store import Deposit, DepositStatus, LedgerEntry, LedgerKind, User
 from services.store import users as user_repo
 from services.store.admin import AuditEntry
+from services.store.charges import Charge
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +85,25 @@ async def show_user(message: Message, command: CommandObject, t: Translator, adm
         return
     recent = await admin.recent_deposits(found.id, 5)
     entries = await admin.recent_ledger(found.id, 10)
-    await reply_lines(message, user_card(t, found, recent, entries))
+    charges = await admin.recent_charges(found.id, 5)
+    await reply_lines(message, user_card(t, found, recent, entries, charges, sandbox=admin.sandbox))
 
 
-def user_card(t: Translator, user: User, recent: list[Deposit], entries: list[LedgerEntry]) -> list[str]:
+def user_card(t: Translator, user: User, recent: list[Deposit], entries: list[LedgerEntry],
+              charges: list[Charge] | None = None, *, sandbox: bool = False) -> list[str]:
     lines = [t("admin.users.card", name=user.first_name or "—", username=f"@{user.username}" if user.username else "—",
                id=user.id, locale=user.locale or user.telegram_lang or "—", since=day_time(user.created_at),
-               balance=format_usd(user.balance_cents)),
-             "", t("admin.users.deposits-title")]
+               balance=format_usd(user.balance_shown(sandbox=sandbox)))]
+    if user.test_cents:
+        lines.append(t("admin.users.test-money", amount=format_usd(user.test_cents)))
+    lines += ["", t("admin.users.charges-title")]
+    if not charges:
+        lines.append(t("admin.users.no-charges"))
+    for c in charges or []:
+        lines.append(t("admin.users.charge-line", date=day_time(c.created_at), amount=format_usd(c.amount_cents),
+                       description=short(c.description or "—", 80), reference=short(c.reference or "—", 40),
+                       refunded=format_usd(c.refunded_cents), id=c.id))
+    lines += ["", t("admin.users.deposits-title")]
     if not recent:
         lines.append(t("admin.users.no-deposits"))
     for d in recent:
@@ -114,6 +126,10 @@ def kind_label(t: Translator, kind: LedgerKind) -> str:
         return t("admin.users.kind-deposit")
     if kind is LedgerKind.BONUS:
         return t("admin.users.kind-bonus")
+    if kind is LedgerKind.CHARGE:
+        return t("admin.users.kind-charge")
+    if kind is LedgerKind.REFUND:
+        return t("admin.users.kind-refund")
     return t("admin.users.kind-adjustment")
 
 
@@ -151,15 +167,16 @@ async def _ask_adjustment(message: Message, command: CommandObject, t: Translato
     if target is None:
         return
     delta = -cents if debit else cents
-    after = target.balance_cents + delta
+    balance = target.balance_shown(sandbox=admin.sandbox)
+    after = balance + delta
     if after < 0 and not admin.allows_negative_balance:
         # Refused now, not after the second tap: the admin sees the balance and can debit what is there.
         await message.reply(t("admin.users.over-balance", amount=format_usd(cents), who=display_name(target),
-                              id=target.id, balance=format_usd(target.balance_cents)))
+                              id=target.id, balance=format_usd(balance)))
         return
     summary_key = "admin.users.debit-summary" if debit else "admin.users.credit-summary"
     summary = t(summary_key, amount=format_usd(cents), who=display_name(target), id=target.id,
-                balance=format_usd(target.balance_cents), after=format_usd(after), reason=reason)
+                balance=format_usd(balance), after=format_usd(after), reason=reason)
     if after < 0:
         summary += "\n" + t("admin.users.goes-negative")
     await ask(message, t, admin, "debit" if debit else "credit",
@@ -233,6 +250,18 @@ def audit_sentence(t: Translator, entry: AuditEntry) -> str:
                      network=d.get("network", ""), address=d.get("address", ""), status=d.get("status", ""))
         case "payout_refresh":
             return t("admin.audit.payout-refresh", reference=target, status=d.get("status", ""))
+        case "api_key_create":
+            return t("admin.audit.api-key-read-only" if d.get("read_only") else "admin.audit.api-key-create",
+                     name=target)
+        case "api_key_revoke":
+            return t("admin.audit.api-key-revoke", name=target)
+        case "external_id_bind":
+            return t("admin.audit.external-id-bind", user=target, account=str(d.get("external_id", "")))
+        case "external_id_rebind":
+            return t("admin.audit.external-id-rebind", user=target, account=str(d.get("external_id", "")),
+                     replaced=str(d.get("replaced") or "—"), previous=str(d.get("taken_from_user") or "—"))
+        case "sandbox_reset":
+            return t("admin.audit.sandbox-reset", user=target, amount=format_usd(abs(int(d.get("cents", 0)))))
     # An action this version doesn't describe (written by a newer one): its name and values, never nothing.
     return t("admin.audit.other", action=entry.action, target=entry.target or "—",
              details=short(describe_details(d), 160) or "—")

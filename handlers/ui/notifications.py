@@ -16,9 +16,12 @@ from services.notifications import (
     AdminDepositPaid,
     AdminDepositReview,
     AdminGatewayError,
+    AdminTestMoney,
     AdminManualDeposit,
     AdminWebhookRejected,
     BalanceAdjusted,
+    BalanceCharged,
+    BalanceRefunded,
     DepositCard,
     DepositExpired,
     DepositInterrupted,
@@ -70,6 +73,12 @@ class NotificationRenderer:
                 key = "admin.users.notify-debit" if payload.cents < 0 else "admin.users.notify-credit"
                 return Outgoing(t(key, amount=format_usd(abs(payload.cents)),
                                   balance=format_usd(payload.balance_cents), reason=payload.reason))
+            case BalanceCharged() | BalanceRefunded():
+                return Outgoing(views.spend_text(t, refund=isinstance(payload, BalanceRefunded),
+                                                 amount_cents=payload.amount_cents, description=payload.description,
+                                                 balance_cents=payload.balance_cents))
+            case AdminTestMoney():
+                return Outgoing(t("admin.test-money-notice", amount=format_usd(payload.cents), users=payload.users))
             case AdminDepositPaid():
                 deposit = payload.deposit
                 bonus = bool(payload.bonus_cents)  # a zero bonus is not worth a word

@@ -29,7 +29,7 @@ from handlers.ui.callbacks import (
 from services.coupons import CouponChoice
 from services.matrix import LINK_METHODS, network_title
 from services.money import format_crypto, format_usd
-from services.store import Deposit, DepositStatus
+from services.store import Deposit, DepositStatus, LedgerEntry, LedgerKind
 
 
 class Named(Protocol):
@@ -262,9 +262,12 @@ def expired_text(t: Translator, deposit: Deposit) -> str:
 
 # --- balance, history, language ---
 
-def history_text(t: Translator, deposits: list[Deposit], page: int, pages: int) -> str:
+def history_text(t: Translator, deposits: list[Deposit], page: int, pages: int,
+                 spends: list[LedgerEntry] | None = None) -> str:
+    """Deposits a page at a time; on the first page also the latest charges and refunds (the operator's API)."""
+    spent = history_spends(t, spends or [])
     if not deposits:
-        return t("history.empty")
+        return t("history.empty") + ("\n\n" + spent if spent else "")
     lines = [t("history.title", page=page + 1, pages=pages), ""]
     for d in deposits:
         created = datetime.fromtimestamp(d.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -273,6 +276,19 @@ def history_text(t: Translator, deposits: list[Deposit], page: int, pages: int) 
         if d.status is DepositStatus.PAID and d.credited_cents is not None:
             line += " " + t("history.credited", amount=format_usd(d.credited_cents + (d.bonus_cents or 0)))
         lines.append(line)
+    if spent:
+        lines += ["", spent]
+    return "\n".join(lines)
+
+
+def history_spends(t: Translator, spends: list[LedgerEntry]) -> str:
+    if not spends:
+        return ""
+    lines = [t("history.spent-title")]
+    for entry in spends:
+        date = datetime.fromtimestamp(entry.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+        key = "history.refund-line" if entry.kind is LedgerKind.REFUND else "history.charge-line"
+        lines.append(t(key, date=date, amount=format_usd(abs(entry.amount_cents)), description=entry.note or "—"))
     return "\n".join(lines)
 
 
@@ -304,3 +320,10 @@ def language_keyboard(t: Translator, choices: list[tuple[str, str]], current: st
 @per_locale
 def back_home_keyboard(t: Translator) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[home_button(t)]])
+
+
+def spend_text(t: Translator, *, refund: bool, amount_cents: int, description: str, balance_cents: int) -> str:
+    """What a customer is told of an API charge or refund: "−$2.00 · <description> · Balance: $3.15"."""
+    key = (("refund.notice" if description else "refund.notice-plain") if refund
+           else ("charge.notice" if description else "charge.notice-plain"))
+    return t(key, amount=format_usd(amount_cents), description=description, balance=format_usd(balance_cents))

@@ -12,6 +12,7 @@ from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
 from services.money import format_usd
 from services.store import User
+from services.topup import TopupService
 
 
 def _keyboard(t: Translator) -> InlineKeyboardMarkup:
@@ -22,16 +23,20 @@ def _keyboard(t: Translator) -> InlineKeyboardMarkup:
     ])
 
 
-async def balance_command(message: Message, user: User, t: Translator) -> None:
-    await message.answer(t("balance.text", balance=format_usd(user.balance_cents)), reply_markup=_keyboard(t))
+def _text(t: Translator, user: User, topup: TopupService) -> str:
+    return t("balance.text", balance=format_usd(user.balance_shown(sandbox=topup.gateway.is_sandbox)))
 
 
-async def balance_button(cb: CallbackQuery, callback_data: MenuCb, user: User, t: Translator) -> None:
+async def balance_command(message: Message, user: User, t: Translator, topup: TopupService) -> None:
+    await message.answer(_text(t, user, topup), reply_markup=_keyboard(t))
+
+
+async def balance_button(cb: CallbackQuery, callback_data: MenuCb, user: User, t: Translator,
+                         topup: TopupService) -> None:
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
-    await replace_or_answer(cb.message, t("balance.text", balance=format_usd(user.balance_cents)), _keyboard(t),
-                            below=callback_data.below)
+    await replace_or_answer(cb.message, _text(t, user, topup), _keyboard(t), below=callback_data.below)
 
 
 def build_router() -> Router:

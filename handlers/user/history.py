@@ -11,7 +11,7 @@ from handlers.ui.callbacks import HistoryCb, MenuAction, MenuCb
 from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
 from services.store import Database, User
-from services.store import deposits
+from services.store import deposits, ledger
 
 
 PAGE_SIZE = 5
@@ -23,7 +23,8 @@ async def _page(db: Database, t: Translator, user_id: int, page: int) -> tuple[s
     if not 0 <= page < pages:
         return None
     items = await deposits.for_user(db.reader, user_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-    return views.history_text(t, items, page, pages), views.history_keyboard(t, page, pages, items)
+    spends = await ledger.recent_spends(db.reader, user_id) if page == 0 else []
+    return views.history_text(t, items, page, pages, spends), views.history_keyboard(t, page, pages, items)
 
 
 async def history_command(message: Message, user: User, t: Translator, db: Database) -> None:

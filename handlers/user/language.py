@@ -39,7 +39,8 @@ async def choose_language(cb: CallbackQuery, callback_data: LanguageCb, user: Us
     t = locales.get(callback_data.code)
     await cb.answer(t("language.changed"))
     if isinstance(cb.message, Message):
-        await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
+        sandbox = topup.gateway.is_sandbox
+        await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_shown(sandbox=sandbox), sandbox),
                                    reply_markup=views.main_menu(t))
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandStart
+from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
@@ -10,15 +10,29 @@ from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import MenuAction, MenuCb
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
+from services.links import LinkRefused, Linker, looks_like_token
 from services.money import format_usd
 from services.store import User
 from services.topup import TopupService
 
 
-async def start(message: Message, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
+async def start(message: Message, state: FSMContext, user: User, t: Translator, topup: TopupService,
+                command: CommandObject, linker: Linker) -> None:
     await state.clear()
-    await message.answer(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
+    if command.args and looks_like_token(command.args):
+        await message.answer(await _bind(command.args, user, t, linker))
+    sandbox = topup.gateway.is_sandbox
+    await message.answer(views.start_text(t, user.first_name, user.balance_shown(sandbox=sandbox), sandbox),
                          reply_markup=views.main_menu(t))
+
+
+async def _bind(token: str, user: User, t: Translator, linker: Linker) -> str:
+    """An account link from the operator's service (/start <token>): bind, or say why not, in the user's language."""
+    result = await linker.bind(token, user.id, actor_name=f"@{user.username}" if user.username else user.first_name)
+    if isinstance(result, LinkRefused):
+        return t(f"link.{result.value}")
+    return t("link.bound-again" if result.replaced not in (None, result.external_id) else "link.bound",
+             account=result.external_id)
 
 
 async def cancel(message: Message, state: FSMContext, t: Translator) -> None:
@@ -35,7 +49,8 @@ async def home(cb: CallbackQuery, state: FSMContext, user: User, t: Translator, 
     await state.clear()
     await cb.answer()
     if isinstance(cb.message, Message):
-        await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_cents, topup.gateway.is_sandbox),
+        sandbox = topup.gateway.is_sandbox
+        await cb.message.edit_text(views.start_text(t, user.first_name, user.balance_shown(sandbox=sandbox), sandbox),
                                    reply_markup=views.main_menu(t))
 
 

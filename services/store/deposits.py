@@ -20,11 +20,12 @@ async def reserve(conn: Conn, *, user_id: int, chat_id: int, gateway: str, coin:
         conn,
         """
         INSERT INTO deposits (user_id, chat_id, gateway, status, coin, network, amount_cents, coupon_id,
-                              gateway_coupon, method, message_chat_id, message_id, created_at, updated_at)
-        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              gateway_coupon, method, message_chat_id, message_id, test, created_at, updated_at)
+        VALUES (?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
+        # The sandbox's deposits are test money from the start: nothing they credit is ever real.
         (user_id, chat_id, gateway, coin, network, amount_cents, coupon_id, gateway_coupon, method,
-         message_chat_id, message_id, now, now),
+         message_chat_id, message_id, int(gateway == "sandbox"), now, now),
     )
     assert deposit_id is not None
     return deposit_id
@@ -192,3 +193,19 @@ async def note_hold(conn: Conn, deposit_id: int, reason: str) -> None:
     """Why a payment report on this deposit is held for a person (shown by /deposit); the status is left as it is."""
     await execute(conn, "UPDATE deposits SET failure_reason = ?, updated_at = ? WHERE id = ? AND status <> 'paid'",
                   (reason, now_ts(), deposit_id))
+
+
+async def live_page(conn: Conn, *, status: str | None, user_id: int | None, limit: int,
+                    before_id: int | None) -> list[Deposit]:
+    """Real (non-sandbox) deposits that reached the gateway, newest first, for the operator API."""
+    where = ["test = 0", "order_id IS NOT NULL", "id < ?"]
+    params: list[object] = [before_id if before_id is not None else 2**62]
+    if status is not None:
+        where.append("status = ?")
+        params.append(status)
+    if user_id is not None:
+        where.append("user_id = ?")
+        params.append(user_id)
+    rows = await fetch_all(conn, f"SELECT * FROM deposits WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                           (*params, limit))
+    return [Deposit.from_row(r) for r in rows]

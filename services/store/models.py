@@ -23,6 +23,8 @@ class LedgerKind(str, Enum):
     DEPOSIT = "deposit"
     BONUS = "bonus"
     ADJUSTMENT = "adjustment"
+    CHARGE = "charge"        # the operator's service spent from the balance (the API)
+    REFUND = "refund"        # all or part of a charge given back
 
 
 class CouponKind(str, Enum):
@@ -37,8 +39,19 @@ class User:
     first_name: str
     locale: str | None
     telegram_lang: str | None
-    balance_cents: int
+    balance_cents: int      # every line, test money included (what the sandbox shows)
     created_at: int
+    external_id: str | None = None
+    test_cents: int = 0     # the part of the balance the sandbox made
+
+    @property
+    def live_balance_cents(self) -> int:
+        """Real money only: what the API may spend and what a customer sees under a real gateway."""
+        return self.balance_cents - self.test_cents
+
+    def balance_shown(self, *, sandbox: bool) -> int:
+        """The balance to show the customer: in the sandbox everything, under a real gateway live money only."""
+        return self.balance_cents if sandbox else self.live_balance_cents
 
     @classmethod
     def from_row(cls, row: Row) -> User:
@@ -50,6 +63,8 @@ class User:
             telegram_lang=row["telegram_lang"],
             balance_cents=row["balance_cents"],
             created_at=row["created_at"],
+            external_id=row["external_id"],
+            test_cents=row["test_cents"] if "test_cents" in row.keys() else 0,
         )
 
 
@@ -83,6 +98,7 @@ class Deposit:
     created_at: int
     paid_at: int | None
     method: str = "wallet"
+    test: bool = False       # made by the sandbox: test money, never real
 
     @property
     def is_link(self) -> bool:
@@ -125,6 +141,7 @@ class Deposit:
             created_at=row["created_at"],
             paid_at=row["paid_at"],
             method=row["method"],
+            test=bool(row["test"]) if "test" in row.keys() else False,
         )
 
 
@@ -169,6 +186,8 @@ class LedgerEntry:
     deposit_id: int | None
     note: str | None
     created_at: int
+    charge_id: str | None = None
+    test: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> LedgerEntry:
@@ -180,6 +199,8 @@ class LedgerEntry:
             deposit_id=row["deposit_id"],
             note=row["note"],
             created_at=row["created_at"],
+            charge_id=row["charge_id"],
+            test=bool(row["test"]),
         )
 
 
@@ -192,6 +213,7 @@ class Notification:
     deposit_id: int | None
     payload: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    created_at: int = 0
 
     @classmethod
     def from_row(cls, row: Row) -> Notification:
@@ -203,4 +225,5 @@ class Notification:
             deposit_id=row["deposit_id"],
             payload=json.loads(row["payload"]),
             attempts=row["attempts"],
+            created_at=row["created_at"],
         )

@@ -8,18 +8,23 @@ from services.store.db import Conn, execute, fetch_all, fetch_value, insert, now
 from services.store.models import Notification
 
 
+TELEGRAM = "telegram"   # messages to chats, delivered by bot/delivery.py
+OPERATOR = "operator"   # events for the operator's webhook (OPERATOR_WEBHOOK_URL); chat_id is 0
+
+
 async def enqueue(conn: Conn, *, kind: str, chat_id: int, dedupe_key: str,
                   user_id: int | None = None, deposit_id: int | None = None,
-                  payload: dict[str, Any] | None = None) -> int | None:
+                  payload: dict[str, Any] | None = None, channel: str = TELEGRAM) -> int | None:
     """Queue a notification once per dedupe key; a repeated event queues nothing."""
     now = now_ts()
     return await insert(
         conn,
         """
-        INSERT INTO notifications (kind, chat_id, user_id, deposit_id, payload, dedupe_key, next_attempt_at, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING
+        INSERT INTO notifications (kind, chat_id, user_id, deposit_id, payload, dedupe_key, next_attempt_at,
+                                   created_at, channel)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING
         """,
-        (kind, chat_id, user_id, deposit_id, json.dumps(payload or {}), dedupe_key, now, now),
+        (kind, chat_id, user_id, deposit_id, json.dumps(payload or {}), dedupe_key, now, now, channel),
     )
 
 
@@ -37,17 +42,18 @@ async def queued(conn: Conn, dedupe_key: str) -> bool:
     return await fetch_value(conn, "SELECT 1 FROM notifications WHERE dedupe_key = ?", (dedupe_key,)) is not None
 
 
-async def due(conn: Conn, now: int, limit: int = 50) -> list[Notification]:
+async def due(conn: Conn, now: int, limit: int = 50, *, channel: str = TELEGRAM) -> list[Notification]:
     rows = await fetch_all(
         conn,
-        "SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-        (now, limit),
+        "SELECT * FROM notifications WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ? "
+        "ORDER BY id LIMIT ?",
+        (channel, now, limit),
     )
     return [Notification.from_row(r) for r in rows]
 
 
 async def claim(conn: Conn, *, owner: str, now: int, lease_seconds: int,
-                limit: int = 50) -> list[Notification]:
+                limit: int = 50, channel: str = TELEGRAM) -> list[Notification]:
     """Lease the due rows to `owner` (the sending instance) in the caller's transaction, oldest first.
 
     SKIP LOCKED makes rows another sender is claiming right now invisible instead of a wait; a row leased to a
@@ -61,12 +67,12 @@ async def claim(conn: Conn, *, owner: str, now: int, lease_seconds: int,
         f"""
         UPDATE notifications SET claimed_by = ?, claimed_until = ?
         WHERE id IN (SELECT id FROM notifications
-                     WHERE status = 'pending' AND next_attempt_at <= ?
+                     WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ?
                            AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)
                      ORDER BY id LIMIT ?{skip_locked})
         RETURNING *
         """,
-        (owner, now + lease_seconds, now, now, owner, limit),
+        (owner, now + lease_seconds, channel, now, now, owner, limit),
     )
     return sorted((Notification.from_row(r) for r in rows), key=lambda n: n.id)
 

@@ -322,6 +322,122 @@ _V8: list[Step] = [
     "ALTER TABLE notifications ADD COLUMN claimed_until INTEGER",
 ]
 
+# v9: the operator API. The ledger gains the kinds 'charge' and 'refund', the charge a line belongs to, and the mark
+# 'test' on money the sandbox made (SQLite can't change a CHECK, so the table is rebuilt with its triggers; the
+# lines made by sandbox deposits are marked on the way). Charges and refunds carry the operator's Idempotency-Key
+# under a UNIQUE constraint, and a charge can't be refunded past its amount (CHECK). API keys are kept as hashes,
+# account links as hashes of single-use tokens. Operator events share the outbox on their own channel.
+_V9: list[Step] = [
+    "ALTER TABLE deposits ADD COLUMN test INTEGER NOT NULL DEFAULT 0 CHECK (test IN (0, 1))",
+    "UPDATE deposits SET test = 1 WHERE gateway = 'sandbox'",
+    """
+    CREATE TABLE charges (
+        id              TEXT PRIMARY KEY,                     -- ch_...
+        user_id         INTEGER NOT NULL REFERENCES users(id),
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+        refunded_cents  INTEGER NOT NULL DEFAULT 0,
+        description     TEXT NOT NULL DEFAULT '',
+        reference       TEXT,
+        idempotency_key TEXT NOT NULL UNIQUE,                 -- one charge per operator key, ever
+        request_hash    TEXT NOT NULL,                        -- what was asked under that key
+        balance_after_cents INTEGER NOT NULL,                 -- the first answer's balance, for replays
+        created_at      INTEGER NOT NULL,
+        CHECK (refunded_cents >= 0 AND refunded_cents <= amount_cents)  -- never refunded past the charge
+    )
+    """,
+    "CREATE INDEX charges_user ON charges(user_id, created_at)",
+    """
+    CREATE TABLE refunds (
+        id              TEXT PRIMARY KEY,                     -- re_...
+        charge_id       TEXT NOT NULL REFERENCES charges(id),
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+        idempotency_key TEXT NOT NULL UNIQUE,
+        request_hash    TEXT NOT NULL,
+        balance_after_cents INTEGER NOT NULL,
+        created_at      INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX refunds_charge ON refunds(charge_id)",
+    # SQLite can't change a CHECK: the ledger is rebuilt, its lines copied (the sandbox's marked), its triggers again.
+    PerEngine(sqlite="""
+    CREATE TABLE ledger_new (
+        id              INTEGER PRIMARY KEY,
+        user_id         INTEGER NOT NULL REFERENCES users(id),
+        amount_cents    INTEGER NOT NULL CHECK (amount_cents <> 0),
+        kind            TEXT NOT NULL CHECK (kind IN ('deposit', 'bonus', 'adjustment', 'charge', 'refund')),
+        deposit_id      INTEGER REFERENCES deposits(id),
+        charge_id       TEXT REFERENCES charges(id),
+        idempotency_key TEXT NOT NULL UNIQUE,
+        note            TEXT,
+        actor_id        INTEGER,
+        test            INTEGER NOT NULL DEFAULT 0 CHECK (test IN (0, 1)),  -- sandbox money, never spendable
+        created_at      INTEGER NOT NULL
+    )
+    """, postgresql=None),
+    PerEngine(sqlite="""
+    INSERT INTO ledger_new (id, user_id, amount_cents, kind, deposit_id, idempotency_key, note, actor_id, test,
+                            created_at)
+    SELECT l.id, l.user_id, l.amount_cents, l.kind, l.deposit_id, l.idempotency_key, l.note, l.actor_id,
+           COALESCE((SELECT d.test FROM deposits d WHERE d.id = l.deposit_id), 0), l.created_at
+    FROM ledger l
+    """, postgresql=None),
+    PerEngine(sqlite="DROP TABLE ledger", postgresql=None),
+    PerEngine(sqlite="ALTER TABLE ledger_new RENAME TO ledger", postgresql=None),
+    PerEngine(sqlite="CREATE INDEX ledger_user ON ledger(user_id, id DESC)", postgresql=None),
+    PerEngine(sqlite="CREATE INDEX ledger_user_test ON ledger(user_id) WHERE test = 1", postgresql=None),
+    PerEngine(sqlite="CREATE INDEX ledger_charge ON ledger(charge_id) WHERE charge_id IS NOT NULL", postgresql=None),
+    PerEngine(sqlite="""
+    CREATE TRIGGER ledger_keeps_balance AFTER INSERT ON ledger
+    BEGIN
+        UPDATE users SET balance_cents = balance_cents + NEW.amount_cents WHERE id = NEW.user_id;
+    END
+    """, postgresql=None),
+    PerEngine(sqlite="CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger "
+                     "BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END", postgresql=None),
+    PerEngine(sqlite="CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger "
+                     "BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END", postgresql=None),
+    # PostgreSQL alters the table in place; the sandbox's lines are marked with the append-only trigger held off.
+    PerEngine(sqlite=None, postgresql="""
+        ALTER TABLE ledger DROP CONSTRAINT ledger_kind_check;
+        ALTER TABLE ledger ADD CONSTRAINT ledger_kind_check
+            CHECK (kind IN ('deposit', 'bonus', 'adjustment', 'charge', 'refund'));
+        ALTER TABLE ledger ADD COLUMN charge_id TEXT REFERENCES charges(id);
+        ALTER TABLE ledger ADD COLUMN test INTEGER NOT NULL DEFAULT 0 CHECK (test IN (0, 1));
+        ALTER TABLE ledger DISABLE TRIGGER ledger_append_only;
+        UPDATE ledger SET test = 1 WHERE deposit_id IN (SELECT id FROM deposits WHERE test = 1);
+        ALTER TABLE ledger ENABLE TRIGGER ledger_append_only;
+        CREATE INDEX ledger_user_test ON ledger(user_id) WHERE test = 1;
+        CREATE INDEX ledger_charge ON ledger(charge_id) WHERE charge_id IS NOT NULL;
+    """),
+    "ALTER TABLE users ADD COLUMN external_id TEXT",
+    # One user per external id, and (a column) one external id per user.
+    "CREATE UNIQUE INDEX users_external_id ON users(external_id)",
+    """
+    CREATE TABLE api_keys (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        key_hash   TEXT NOT NULL UNIQUE,                      -- SHA-256 of the key; the key itself is never kept
+        read_only  INTEGER NOT NULL DEFAULT 0 CHECK (read_only IN (0, 1)),
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    )
+    """,
+    """
+    CREATE TABLE account_links (
+        token_hash  TEXT PRIMARY KEY,                         -- SHA-256 of the single-use token
+        external_id TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        used_at     INTEGER,
+        used_by     INTEGER,
+        created_at  INTEGER NOT NULL
+    )
+    """,
+    # 'telegram' rows go to chats; 'operator' rows are events for OPERATOR_WEBHOOK_URL.
+    "ALTER TABLE notifications ADD COLUMN channel TEXT NOT NULL DEFAULT 'telegram'",
+    "DROP INDEX notifications_due",
+    "CREATE INDEX notifications_due ON notifications(channel, status, next_attempt_at) WHERE status = 'pending'",
+]
+
 MIGRATIONS: list[tuple[int, list[Step]]] = [
     (1, _V1),
     (2, _V2),
@@ -331,6 +447,7 @@ MIGRATIONS: list[tuple[int, list[Step]]] = [
     (6, _V6),
     (7, _V7),
     (8, _V8),
+    (9, _V9),
 ]
 
 _PG_WORDS = [

@@ -29,17 +29,44 @@ async def upsert(conn: Conn, user_id: int, username: str | None, first_name: str
     )
 
 
+# A user with the test money in their balance (few lines, found through the partial index ledger_user_test).
+_USER = """
+    SELECT u.*, (SELECT COALESCE(SUM(l.amount_cents), 0) FROM ledger l WHERE l.user_id = u.id AND l.test = 1)
+           AS test_cents
+    FROM users u
+"""
+
+
 async def get(conn: Conn, user_id: int) -> User | None:
-    row = await fetch_one(conn, "SELECT * FROM users WHERE id = ?", (user_id,))
+    row = await fetch_one(conn, _USER + " WHERE u.id = ?", (user_id,))
     return User.from_row(row) if row else None
 
 
 async def by_username(conn: Conn, username: str) -> list[User]:
     """Every known user recorded with this username (more than one only from before usernames were kept unique),
     most recently seen first."""
-    rows = await fetch_all(conn, "SELECT * FROM users WHERE lower(username) = lower(?) ORDER BY updated_at DESC, id",
+    rows = await fetch_all(conn, _USER + " WHERE lower(u.username) = lower(?) ORDER BY u.updated_at DESC, u.id",
                            (username.lstrip("@"),))
     return [User.from_row(r) for r in rows]
+
+
+async def by_external_id(conn: Conn, external_id: str) -> User | None:
+    row = await fetch_one(conn, _USER + " WHERE u.external_id = ?", (external_id,))
+    return User.from_row(row) if row else None
+
+
+async def set_external_id(conn: Conn, user_id: int, external_id: str) -> tuple[int | None, str | None]:
+    """Bind `external_id` to this user, taking it from whoever held it. Returns (previous holder, this user's
+    previous id), so the caller can audit what the binding replaced."""
+    holder = await by_external_id(conn, external_id)
+    own = await get(conn, user_id)
+    previous_holder = holder.id if holder is not None and holder.id != user_id else None
+    if previous_holder is not None:
+        await execute(conn, "UPDATE users SET external_id = NULL, updated_at = ? WHERE id = ?",
+                      (now_ts(), previous_holder))
+    await execute(conn, "UPDATE users SET external_id = ?, updated_at = ? WHERE id = ?",
+                  (external_id, now_ts(), user_id))
+    return previous_holder, own.external_id if own is not None else None
 
 
 async def set_locale(conn: Conn, user_id: int, locale: str) -> None:

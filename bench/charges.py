@@ -1,0 +1,244 @@
+"""Benchmark: operator API charges per second through the real listener, against a bare aiohttp handler.
+
+    .venv/bin/python -m bench.charges [--requests 5000] [--connections 32] [--sync NORMAL]
+
+In one run, each server in its own process on 127.0.0.1 and the load from another process (aiohttp, 32 connections):
+  1. the real listener (build_application: the never-500 guard, the API's key check, rate limiter and envelope,
+     services/wallet.py, SQLite with synchronous=FULL), POST /api/v1/users/{id}/charges, a fresh Idempotency-Key
+     each, spread over 100 customers with enough money;
+  2. a bare aiohttp handler that reads the JSON body and answers a charge-shaped 201 (the ceiling of HTTP here);
+  3. the same charges called on Wallet.charge directly from 32 tasks, no HTTP (the ceiling of the store).
+It prints charges/s, latency, the ratio to the bare handler, and checks the money (one ledger line per 201).
+Target (issue 10): at least 1,000 charges/s on SQLite. The rate limit is raised for the run (API_RATE_LIMIT).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, free_port, header, line, percentile
+
+KEY = "tk_bench-key-0123456789abcdefghijkl"
+USERS = 100
+TARGET = 1000.0
+
+
+def settings_env(db_path: Path, port: int) -> dict[str, str]:
+    return {"BOT_TOKEN": "123456:BENCH-token", "DATABASE_URL": f"sqlite:///{db_path}", "PAYMENT_GATEWAY": "sandbox",
+            "OPERATOR_API_KEY": KEY, "API_RATE_LIMIT": "1000000", "WEB_HOST": "127.0.0.1", "WEB_PORT": str(port),
+            "LOG_LEVEL": "WARNING"}
+
+
+async def prepare(db_path: Path) -> None:
+    from services.store import Database, LedgerKind
+    from services.store import ledger, users
+
+    db = Database(db_path)
+    await db.connect()
+    async with db.transaction() as tx:
+        for user_id in range(1, USERS + 1):
+            await users.upsert(tx, user_id, None, f"Bench {user_id}", "en")
+            await ledger.append(tx, user_id=user_id, amount_cents=10_000_000, kind=LedgerKind.ADJUSTMENT,
+                                idempotency_key=f"bench-seed:{user_id}")
+    await db.close()
+
+
+async def serve_real(db_path: Path, port: int, synchronous: str | None) -> None:
+    from aiohttp import web
+
+    from bot.app import build_application
+    from bot.config import load_settings
+
+    app = await build_application(load_settings(settings_env(db_path, port)))
+    if synchronous:  # diagnosis only: what the durability setting costs
+        for conn in (app.db._writer, app.db._reader):
+            assert conn is not None
+            await conn.execute(f"PRAGMA synchronous={synchronous}")
+    runner = web.AppRunner(app.web_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    await _until_stdin_closes()
+    await runner.cleanup()
+    await app.close()
+
+
+async def serve_bare(port: int) -> None:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"charge_id": "ch_0", "amount": body.get("amount"), "amount_cents": 1,
+                                  "balance": "1.00", "balance_cents": 100, "description": "", "reference": None,
+                                  "created_at": "2026-01-01T00:00:00Z"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/users/{user_id}/charges", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    await _until_stdin_closes()
+    await runner.cleanup()
+
+
+async def _until_stdin_closes() -> None:
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def generate(base: str, requests: int, connections: int) -> dict[str, Any]:
+    import aiohttp
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    next_index = 0
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < requests:
+                i = next_index
+                next_index += 1
+                user_id = i % USERS + 1
+                headers = {"Authorization": f"Bearer {KEY}", "Idempotency-Key": f"bench-{i}"}
+                start = time.perf_counter()
+                async with session.post(f"{base}/api/v1/users/{user_id}/charges", headers=headers,
+                                        json={"amount": "0.01", "description": "bench"}) as answer:
+                    await answer.read()
+                    statuses[answer.status] = statuses.get(answer.status, 0) + 1
+                latencies.append(time.perf_counter() - start)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    return {"elapsed": elapsed, "statuses": statuses, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000}
+
+
+async def direct(db_path: Path, requests: int, tasks: int) -> dict[str, Any]:
+    """Wallet.charge from `tasks` coroutines in one process: the store's own ceiling, without HTTP."""
+    from services.operator_events import OperatorEvents
+    from services.store import Database
+    from services.wallet import Wallet
+
+    db = Database(db_path)
+    await db.connect()
+    wallet = Wallet(db, OperatorEvents(enabled=False))
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < requests:
+            i = next_index
+            next_index += 1
+            await wallet.charge(i % USERS + 1, 1, description="bench", reference=None, idempotency_key=f"direct-{i}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    elapsed = time.perf_counter() - started
+    await db.close()
+    return {"elapsed": elapsed}
+
+
+def start(args: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.charges", *args], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "READY":
+        proc.kill()
+        raise RuntimeError(f"server {args} did not start")
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def load(base: str, requests: int, connections: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.charges", "--generate", base, "--requests", str(requests),
+                          "--connections", str(connections)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def count(db_path: Path) -> tuple[int, int, int]:
+    from services.store import Database
+    from services.store.db import fetch_value
+
+    db = Database(db_path)
+    await db.connect()
+    lines = int(await fetch_value(db.reader, "SELECT COUNT(*) FROM ledger WHERE kind = 'charge'"))
+    charges = int(await fetch_value(db.reader, "SELECT COUNT(*) FROM charges"))
+    mismatches = int(await fetch_value(db.reader, """
+        SELECT COUNT(*) FROM users u WHERE u.balance_cents <>
+               (SELECT COALESCE(SUM(amount_cents), 0) FROM ledger l WHERE l.user_id = u.id)"""))
+    await db.close()
+    return lines, charges, mismatches
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--sync", default=None, help="diagnosis: run the real listener with this PRAGMA synchronous")
+    parser.add_argument("--serve-real", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--generate", metavar="BASE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_real:
+        asyncio.run(serve_real(Path(args.serve_real[0]), int(args.serve_real[1]), args.sync))
+        return 0
+    if args.serve_bare:
+        asyncio.run(serve_bare(int(args.serve_bare)))
+        return 0
+    if args.generate:
+        print(json.dumps(asyncio.run(generate(args.generate, args.requests, args.connections))))
+        return 0
+
+    header(f"operator API charges: {args.requests} charges over {USERS} customers, {args.connections} connections"
+           f"{f', synchronous={args.sync}' if args.sync else ''}")
+    with tempfile.TemporaryDirectory() as tmp:
+        db_path = Path(tmp) / "bench.sqlite3"
+        asyncio.run(prepare(db_path))
+        port = free_port()
+        server = start(["--serve-real", str(db_path), str(port)] + (["--sync", args.sync] if args.sync else []))
+        try:
+            real = load(f"http://127.0.0.1:{port}", args.requests, args.connections)
+        finally:
+            stop(server)
+        lines, charges, mismatches = asyncio.run(count(db_path))
+        port = free_port()
+        server = start(["--serve-bare", str(port)])
+        try:
+            bare = load(f"http://127.0.0.1:{port}", args.requests, args.connections)
+        finally:
+            stop(server)
+        store = asyncio.run(direct(db_path, args.requests, args.connections))
+
+    real_rate = real["statuses"].get("201", 0) / real["elapsed"]
+    bare_rate = bare["statuses"].get("201", 0) / bare["elapsed"]
+    store_rate = args.requests / store["elapsed"]
+    print(line("answers (real listener)", json.dumps(real["statuses"])))
+    print(line("charges: ledger lines / charge rows", f"{lines} / {charges} (balance mismatches {mismatches})"))
+    print(line("charges/s through the real listener", f"{real_rate:,.0f}", ">= 1,000/s", real_rate >= TARGET))
+    print(line("latency p50 / p99", f"{real['p50_ms']:.1f} ms / {real['p99_ms']:.1f} ms"))
+    print(line("bare aiohttp handler", f"{bare_rate:,.0f} req/s, p50 {bare['p50_ms']:.1f} ms, "
+                                      f"p99 {bare['p99_ms']:.1f} ms"))
+    print(line("ratio real : bare", f"{real_rate / bare_rate:.3f}"))
+    print(line("Wallet.charge direct, 32 tasks, no HTTP", f"{store_rate:,.0f} charges/s (the store's ceiling)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
