@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from services.store.db import Conn, Row, execute, fetch_all, fetch_one, insert
+from services.store.db import Conn, Row, execute, fetch_all, fetch_one
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ class Refund:
 
 async def insert_charge(conn: Conn, charge: Charge, idempotency_key: str) -> bool:
     """Record the charge unless its key was used already (then nothing is written and False comes back)."""
-    return await insert(conn, """
+    return await execute(conn, """
         INSERT INTO charges (id, user_id, amount_cents, description, reference, idempotency_key, request_hash,
                              balance_after_cents, created_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING""",
         (charge.id, charge.user_id, charge.amount_cents, charge.description, charge.reference, idempotency_key,
-         charge.request_hash, charge.balance_after_cents, charge.created_at)) is not None
+         charge.request_hash, charge.balance_after_cents, charge.created_at)) == 1
 
 
 async def get(conn: Conn, charge_id: str) -> Charge | None:
@@ -79,12 +79,12 @@ async def take_refund(conn: Conn, charge_id: str, cents: int) -> bool:
 
 
 async def insert_refund(conn: Conn, refund: Refund, idempotency_key: str) -> bool:
-    return await insert(conn, """
+    return await execute(conn, """
         INSERT INTO refunds (id, charge_id, amount_cents, idempotency_key, request_hash, balance_after_cents,
                              created_at)
         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING""",
         (refund.id, refund.charge_id, refund.amount_cents, idempotency_key, refund.request_hash,
-         refund.balance_after_cents, refund.created_at)) is not None
+         refund.balance_after_cents, refund.created_at)) == 1
 
 
 async def refund_by_key(conn: Conn, idempotency_key: str) -> Refund | None:
