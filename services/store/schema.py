@@ -366,19 +366,20 @@ _V9: list[Step] = [
         amount_cents    INTEGER NOT NULL CHECK (amount_cents <> 0),
         kind            TEXT NOT NULL CHECK (kind IN ('deposit', 'bonus', 'adjustment', 'charge', 'refund')),
         deposit_id      INTEGER REFERENCES deposits(id),
-        charge_id       TEXT REFERENCES charges(id),
         idempotency_key TEXT NOT NULL UNIQUE,
         note            TEXT,
         actor_id        INTEGER,
-        test            INTEGER NOT NULL DEFAULT 0 CHECK (test IN (0, 1)),  -- sandbox money, never spendable
-        created_at      INTEGER NOT NULL
+        created_at      INTEGER NOT NULL,
+        -- new columns last, in the order PostgreSQL's ALTER TABLE puts them
+        charge_id       TEXT REFERENCES charges(id),
+        test            INTEGER NOT NULL DEFAULT 0 CHECK (test IN (0, 1))  -- sandbox money, never spendable
     )
     """, postgresql=None),
     PerEngine(sqlite="""
-    INSERT INTO ledger_new (id, user_id, amount_cents, kind, deposit_id, idempotency_key, note, actor_id, test,
-                            created_at)
-    SELECT l.id, l.user_id, l.amount_cents, l.kind, l.deposit_id, l.idempotency_key, l.note, l.actor_id,
-           COALESCE((SELECT d.test FROM deposits d WHERE d.id = l.deposit_id), 0), l.created_at
+    INSERT INTO ledger_new (id, user_id, amount_cents, kind, deposit_id, idempotency_key, note, actor_id, created_at,
+                            test)
+    SELECT l.id, l.user_id, l.amount_cents, l.kind, l.deposit_id, l.idempotency_key, l.note, l.actor_id, l.created_at,
+           COALESCE((SELECT d.test FROM deposits d WHERE d.id = l.deposit_id), 0)
     FROM ledger l
     """, postgresql=None),
     PerEngine(sqlite="DROP TABLE ledger", postgresql=None),

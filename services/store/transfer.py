@@ -96,7 +96,8 @@ async def _copy(source: SQLiteDatabase, target: PostgresDatabase,
                 await raw.copy_records_to_table(table, records=[tuple(r) for r in chunk], columns=columns)
                 copied += len(chunk)
             counts[table] = copied
-            if "id" in columns:
+            # Tables with an identity id continue it past the copied rows (charges and refunds have text ids).
+            if "id" in columns and await raw.fetchval("SELECT pg_get_serial_sequence($1, 'id')", f'"{table}"'):
                 await raw.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
                                   f'COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM "{table}"')
             progress(f"{table}: {copied} rows")
