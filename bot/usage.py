@@ -15,6 +15,10 @@ Commands:
   python -m bot migrate             bring the database schema up to date and stop (before starting instances)
   python -m bot copy-to-postgres [SQLITE_FILE]
                                     copy the SQLite database into the empty PostgreSQL one DATABASE_URL names
+  python -m bot api-keys create NAME [--read-only] | list | revoke NAME
+                                    keys for the operator API (/api/v1); a new key is printed once, only its
+                                    hash is kept
+  python -m bot sandbox-reset       write off the sandbox's test money with audited reversing lines
   python -m bot --help              this text"""
 
 SETTINGS_INTRO = """\
