@@ -348,13 +348,15 @@ async def run(settings: Settings) -> None:
                                                           include_test=app.gateway.is_sandbox)
     leadership = Leadership(app.db, on_elected=chores, duties=duties)
     app.web_app[LEADERSHIP] = leadership
+    # Several instances need the webhook and Redis (the conversations); otherwise this must be the only instance.
+    one_of_many = webhook_secret is not None and (app.redis is not None or app.db.dialect == "sqlite")
 
     async def on_startup() -> None:
         log.info("bot started; gateway %s; database %s", app.gateway.name, app.db.describe())
         # Every instance polls the gateway: each due deposit is leased to one of them.
         tasks.append(asyncio.create_task(app.reconciler.run_forever(), name="reconciler"))
         tasks.append(asyncio.create_task(app.refresh_pairs_forever(), name="pairs"))
-        if webhook_secret is not None:
+        if one_of_many:
             tasks.append(asyncio.create_task(leadership.run_forever(), name="leadership"))
 
     async def on_shutdown() -> None:
@@ -369,12 +371,13 @@ async def run(settings: Settings) -> None:
     try:
         if webhook_secret is None:
             await refuse_polling_beside_webhook(app, bot)
-        await listen(runner, settings)
-        log.info("listening on %s:%s", settings.web_host, settings.web_port)
-        if webhook_secret is None:
-            await poll_as_leader(app, bot, leadership, allowed_updates)
-        else:
+        if one_of_many:
+            await listen(runner, settings)
+            log.info("listening on %s:%s", settings.web_host, settings.web_port)
             await _serve_until_signalled()
+        else:
+            await serve_as_the_only_instance(app, bot, runner, leadership, allowed_updates,
+                                             polling=webhook_secret is None)
     finally:
         await runner.cleanup()  # in webhook mode this also runs the dispatcher's shutdown
         await bot.session.close()
@@ -392,24 +395,37 @@ async def refuse_polling_beside_webhook(app: Application, bot: Bot) -> None:
                           "or stop them and delete the webhook first")
 
 
-async def poll_as_leader(app: Application, bot: Bot, leadership: Leadership, allowed_updates: list[str]) -> None:
-    """Long polling is for one instance: it holds the leader lock for as long as it polls."""
+async def serve_as_the_only_instance(app: Application, bot: Bot, runner: web.AppRunner, leadership: Leadership,
+                                     allowed_updates: list[str], *, polling: bool) -> None:
+    """Long polling, or a webhook without Redis (conversations kept by this process): one instance only. It holds
+    the leader lock for as long as it runs, and refuses to start beside another instance on the same database."""
     async with app.db.session_lock(LEADER_LOCK, wait=False) as lock:
         if not lock.held:
-            raise ConfigError("another instance of this bot already runs on this database; long polling is for one "
-                              "instance. To run several, set TELEGRAM_WEBHOOK=true and REDIS_URL on every instance")
+            raise ConfigError(
+                "another instance of this bot already runs on this database; " + (
+                    "long polling is for one instance. To run several, set TELEGRAM_WEBHOOK=true and REDIS_URL on "
+                    "every instance" if polling else
+                    "several instances share their conversations through Redis: set REDIS_URL on every instance"))
+        await listen(runner, app.settings)
+        log.info("listening on %s:%s", app.settings.web_host, app.settings.web_port)
         leading = asyncio.create_task(leadership.lead_while(lock.lost), name="leadership")
-        polling = asyncio.create_task(app.dispatcher.start_polling(bot, allowed_updates=allowed_updates))
-        done, _ = await asyncio.wait({leading, polling}, return_when=asyncio.FIRST_COMPLETED)
-        if polling not in done:
-            with suppress(RuntimeError):
-                await app.dispatcher.stop_polling()
-            await polling
+        serving = asyncio.create_task(app.dispatcher.start_polling(bot, allowed_updates=allowed_updates) if polling
+                                      else _serve_until_signalled())
+        done, _ = await asyncio.wait({leading, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if serving not in done:
+            if polling:
+                with suppress(RuntimeError):
+                    await app.dispatcher.stop_polling()
+                await serving
+            else:
+                serving.cancel()
+                with suppress(asyncio.CancelledError):
+                    await serving
             raise ConfigError("lost the database connection that holds the leader lock; start the bot again")
         leading.cancel()
         with suppress(asyncio.CancelledError):
             await leading
-        polling.result()
+        serving.result()
 
 
 async def listen(runner: web.AppRunner, settings: Settings) -> None:

@@ -248,3 +248,21 @@ async def test_a_second_polling_instance_on_one_database_refuses(
         assert api.calls_of("getUpdates") == []
     finally:
         await db.close()
+
+
+async def test_a_second_webhook_instance_without_redis_refuses(
+        api: FakeBotAPI, tmp_path: Path, postgres_url: str) -> None:
+    """Without Redis the conversations live in the process: a second instance would split them, so it refuses."""
+    db = Database(postgres_url)
+    await db.connect()
+    try:
+        async with db.session_lock(LEADER_LOCK) as lock:  # the first instance
+            assert lock.held
+            env = bot_env(tmp_path, TELEGRAM_API_URL=api.base_url, DATABASE_URL=postgres_url,
+                          PAYMENT_GATEWAY="sandbox", TELEGRAM_WEBHOOK="true", PUBLIC_URL="https://bot.example.com")
+            result = await asyncio.to_thread(run_bot_expecting_exit, env)
+        print(result.stdout, result.stderr)
+        assert result.returncode == 2 and "REDIS_URL" in result.stderr and "Traceback" not in result.stderr
+        assert api.calls_of("setWebhook") == []
+    finally:
+        await db.close()
