@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.store import CouponKind, Database, LedgerKind
+from services.store import admin as admin_repo
 from services.store import coupons, ledger, users
 from services.store.db import fetch_all, fetch_value, integrity_errors
 from services.store.schema import MIGRATIONS, latest_version
@@ -44,15 +45,18 @@ async def test_balance_follows_the_ledger(db: Database) -> None:
     assert await users.balance_mismatches(db.reader) == []
 
 
-async def test_ledger_is_append_only(db: Database) -> None:
+async def test_ledger_and_audit_log_are_append_only(db: Database) -> None:
     await _user(db)
     async with db.transaction() as tx:
         await ledger.append(tx, user_id=1, amount_cents=500, kind=LedgerKind.DEPOSIT, idempotency_key="a")
-    for statement in ("UPDATE ledger SET amount_cents = 1", "DELETE FROM ledger"):
+        await admin_repo.audit(tx, actor_id=9, actor_name="Ops", action="credit", target="user:1")
+    for statement in ("UPDATE ledger SET amount_cents = 1", "DELETE FROM ledger",
+                      "UPDATE admin_actions SET actor_id = 1", "DELETE FROM admin_actions"):
         with pytest.raises(integrity_errors(), match="append-only"):
             async with db.transaction() as tx:
                 await tx.execute(statement)
     assert (await users.get(db.reader, 1)).balance_cents == 500
+    assert [e.actor_id for e in await admin_repo.recent_actions(db.reader)] == [9]
 
 
 async def test_a_failed_transaction_leaves_nothing(db: Database) -> None:
