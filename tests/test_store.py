@@ -138,7 +138,7 @@ async def test_several_instances_starting_at_once_migrate_once(database_url: str
 
 
 async def test_migrate_command_and_a_start_on_a_newer_database_say_one_line(database_url: str) -> None:
-    from bot.app import open_database
+    from bot.database import open_database
     from bot.config import ConfigError, load_settings
     from tests.harness import TOKEN
 
