@@ -7,7 +7,16 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 
 # Digits are ASCII only (re.ASCII); at most 9 integer digits keeps every value far inside SQLite's int64.
-_AMOUNT_RE = re.compile(r"\$?\s*([0-9]{1,9})(?:[.,]([0-9]+))?\s*(?:\$|usd)?", re.ASCII | re.IGNORECASE)
+# The whole part is plain digits, or groups of three split by spaces (`10 000`, the Russian way) or by commas
+# (`1,000`, the English way); with commas the decimals, if any, follow a point. `1.000` stays refused: it reads
+# as one dollar in English and as a thousand in Russian, and we never guess.
+_SPACES = " \u00a0\u202f\u2009"  # space, no-break space, narrow no-break space, thin space
+_AMOUNT_RE = re.compile(
+    r"\$?\s*(?:"
+    rf"(?P<spaced>[0-9]{{1,3}}(?:[{_SPACES}][0-9]{{3}})+)(?:[.,](?P<spaced_frac>[0-9]+))?"
+    r"|(?P<commas>[0-9]{1,3}(?:,[0-9]{3})+)(?:\.(?P<commas_frac>[0-9]+))?"
+    r"|(?P<plain>[0-9]{1,9})(?:[.,](?P<plain_frac>[0-9]+))?"
+    r")\s*(?:\$|usd)?", re.ASCII | re.IGNORECASE)
 
 
 class AmountProblem(str, Enum):
@@ -34,15 +43,21 @@ class AmountLimits:
 
 
 def parse_usd(text: str) -> int:
-    """Parse what a person types as a USD amount (`5`, `5.15`, `5,15`, `$5`) into cents.
+    """Parse what a person types as a USD amount (`5`, `5.15`, `5,15`, `$5`, `1 000`, `1,000.50`) into cents.
 
-    Refuses letters, signs, exponents, thousands separators and more than two decimals, so that
+    Refuses letters, signs, exponents, ambiguous separators and more than two decimals, so that
     what the user meant is never guessed.
     """
     match = _AMOUNT_RE.fullmatch(text.strip())
     if match is None:
         raise AmountError(AmountProblem.FORMAT)
-    whole, fraction = match.group(1), match.group(2)
+    for form in ("spaced", "commas", "plain"):
+        if match.group(form) is not None:
+            whole = re.sub(r"[^0-9]", "", match.group(form))
+            fraction = match.group(f"{form}_frac")
+            break
+    if len(whole) > 9:
+        raise AmountError(AmountProblem.FORMAT)
     if fraction is not None and len(fraction) > 2:
         raise AmountError(AmountProblem.TOO_MANY_DECIMALS)
     cents = int(whole) * 100 + int((fraction or "").ljust(2, "0"))
@@ -64,11 +79,25 @@ def check_limits(cents: int, limits: AmountLimits) -> None:
         raise AmountError(AmountProblem.ABOVE_MAX)
 
 
-def format_usd(cents: int) -> str:
-    """`$1,234.50`; negative amounts keep their sign in front of the dollar sign."""
+NBSP = "\u00a0"
+
+
+def format_usd(cents: int, locale: str = "en", *, drop_zero_cents: bool = False) -> str:
+    """`$1,234.50` in English, `1 234,50 $` in Russian (no-break spaces, so a line never splits a sum).
+
+    Negative amounts keep their sign in front. `drop_zero_cents` gives `$5` for quick-amount buttons.
+    """
     sign = "-" if cents < 0 else ""
     whole, frac = divmod(abs(cents), 100)
-    return f"{sign}${whole:,}.{frac:02d}"
+    cents_part = "" if drop_zero_cents and frac == 0 else f"{frac:02d}"
+    if locale in RUSSIAN_STYLE:
+        number = f"{whole:,}".replace(",", NBSP) + (f",{cents_part}" if cents_part else "")
+        return f"{sign}{number}{NBSP}$"
+    return f"{sign}${whole:,}" + (f".{cents_part}" if cents_part else "")
+
+
+# Languages that write money as `10 000,00 $`.
+RUSSIAN_STYLE = frozenset({"ru", "uk", "be", "kk"})
 
 
 def cents_to_decimal(cents: int) -> Decimal:

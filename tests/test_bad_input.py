@@ -75,7 +75,7 @@ def assert_nothing_crashed(h: Harness, chat_id: int = USER) -> None:
     ("0", "The amount must be above zero"),
     ("5.123", "Use at most two decimals"),
     ("1e3", "I couldn't read that amount"),
-    ("1,000", "Use at most two decimals"),
+    ("1.000", "Use at most two decimals"),
     ("", "I couldn't read that amount"),
     ("5 dollars", "I couldn't read that amount"),
     ("0.5", "The minimum top-up is $1.00"),

@@ -21,6 +21,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -167,7 +168,7 @@ NUMBER_LIKE = st.from_regex(r"\s?\$?\s?[0-9]{0,12}([.,][0-9]{0,4})?\s?(\$|usd|US
 AMOUNT_EDGES = st.sampled_from([
     "0", "00.00", "1", "0.99", "1.00", "10000", "10000.00", "10000.01", "999999999", "999999999.99", "1234567890",
     "$ 5", "5 usd", "5usd", "5 $", "$5$", "５", "٥", "१२", "5\u00a0usd", "\u20005", "5.", ".5", "5,,5", "1e2", "0x10",
-    "inf", "nan", "NaN", "-0", "+1", "-1", "1_000", "1 000", "1,000.00", "１０", "5\n5", "\t7.5\n", "5.5.5", "$$5",
+    "inf", "nan", "NaN", "-0", "+1", "-1", "1_000", "1 000", "1,000", "1.000", "10 000,50", "1,000.00", "１０", "5\n5", "\t7.5\n", "5.5.5", "$$5",
     "usd", "$", "5 usd usd", "5\x00", "٥.٥", "0.001", "0,1", "00000000000001",
 ])
 AMOUNT_TEXTS = st.one_of(st.text(max_size=40), NUMBER_LIKE, AMOUNT_EDGES,
@@ -182,10 +183,14 @@ def test_parse_usd_accepts_only_plain_positive_dollar_amounts(text: str) -> None
     except AmountError:
         return
     assert type(cents) is int and 0 < cents < 10**11
-    # What was accepted is made of ASCII digits, one separator, and an optional dollar sign or "usd": nothing else.
+    # What was accepted is ASCII digits in groups of three or not, one decimal separator, and an optional dollar
+    # sign or "usd": nothing else.
     core = text.strip().lower().removeprefix("$").removesuffix("$").removesuffix("usd").strip().lstrip("$").strip()
-    assert core and all(c in "0123456789.," for c in core), text
-    assert core.count(".") + core.count(",") <= 1
+    assert core and all(c in "0123456789.,  \u202f\u2009" for c in core), text
+    grouped = re.fullmatch(r"([0-9]{1,3}(?:([ \u00a0\u202f\u2009,])[0-9]{3})+)(?:[.,]([0-9]+))?", core)
+    if grouped:
+        core = re.sub(r"[^0-9]", "", grouped.group(1)) + ("." + grouped.group(3) if grouped.group(3) else "")
+    assert core.count(".") + core.count(",") <= 1, text
     whole, _, fraction = core.replace(",", ".").partition(".")
     assert len(fraction) <= 2 and cents == int(whole) * 100 + int(fraction.ljust(2, "0") or 0)
     # The canonical form reads back the same.

@@ -25,6 +25,9 @@ LIMITS = AmountLimits(min_cents=100, max_cents=1_000_000)
 @pytest.mark.parametrize("text, cents", [
     ("5", 500), ("5.15", 515), ("5,15", 515), ("$5", 500), ("$ 5", 500), (" 7.5 ", 750), ("0005", 500),
     ("10000", 1_000_000), ("5$", 500), ("5 usd", 500), ("5 USD", 500),
+    # Thousands separators where only one reading is possible: spaces (Russian), commas before a point (English).
+    ("1 000", 100_000), ("10\u00a0000,50", 1_000_050), ("1,000", 100_000), ("1,000.50", 100_050),
+    ("$2,500", 250_000), ("1 000 $", 100_000),
 ])
 def test_accepts_what_people_type(text: str, cents: int) -> None:
     assert parse_usd(text) == cents
@@ -35,8 +38,9 @@ def test_accepts_what_people_type(text: str, cents: int) -> None:
     ("+5", AmountProblem.FORMAT), ("1e3", AmountProblem.FORMAT), ("5 dollars", AmountProblem.FORMAT),
     ("5.", AmountProblem.FORMAT), (".5", AmountProblem.FORMAT), ("5.1.1", AmountProblem.FORMAT),
     ("١٢", AmountProblem.FORMAT), ("NaN", AmountProblem.FORMAT), ("Infinity", AmountProblem.FORMAT),
-    ("1 000", AmountProblem.FORMAT), ("1234567890", AmountProblem.FORMAT),
-    ("5.123", AmountProblem.TOO_MANY_DECIMALS), ("1,000", AmountProblem.TOO_MANY_DECIMALS),
+    ("1234567890", AmountProblem.FORMAT), ("1 00", AmountProblem.FORMAT), ("1,000,5", AmountProblem.FORMAT),
+    ("1 000 000 000", AmountProblem.FORMAT), ("1,000,50", AmountProblem.FORMAT),
+    ("5.123", AmountProblem.TOO_MANY_DECIMALS), ("1.000", AmountProblem.TOO_MANY_DECIMALS),
     ("0", AmountProblem.NOT_POSITIVE), ("0.00", AmountProblem.NOT_POSITIVE),
 ])
 def test_refuses_everything_else(text: str, problem: AmountProblem) -> None:
@@ -73,6 +77,10 @@ def test_formatting() -> None:
     assert format_usd(123456) == "$1,234.56"
     assert format_usd(5) == "$0.05"
     assert format_usd(-250) == "-$2.50"
+    assert format_usd(1_000_000, "ru") == "10\u00a0000,00\u00a0$"  # the Russian way, never split across lines
+    assert format_usd(-250, "ru") == "-2,50\u00a0$"
+    assert format_usd(2500, drop_zero_cents=True) == "$25" and format_usd(2550, drop_zero_cents=True) == "$25.50"
+    assert format_usd(2500, "ru", drop_zero_cents=True) == "25\u00a0$"
     assert format_crypto(Decimal("4.990")) == "4.990"  # the gateway's digits, unchanged
     assert format_crypto(Decimal("1E-8")) == "0.00000001"
 
