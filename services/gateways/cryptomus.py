@@ -186,6 +186,9 @@ class CryptomusGateway:
         }
         if self._callback_url:
             data["url_callback"] = self._callback_url
+        if request.return_url:
+            # The payment page's "back" and "done" buttons lead to the bot, not to a dead end.
+            data["url_return"] = data["url_success"] = request.return_url
         result = await self._post("/v1/payment", data, what="create invoice")
         return self._parse_invoice(result, order_id, request)
 
