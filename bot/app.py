@@ -28,6 +28,8 @@ from bot.delivery import DeliveryWorker
 from bot.operator_webhook import EventSender
 from bot.fsm_storage import FSMWriteBack, SQLiteStorage
 from handlers.i18n import Locales
+from handlers.ui.views import support_line
+from handlers.user.creating import Creations
 from bot.middlewares import UserContextMiddleware
 from bot.leader import LEADER_LOCK, Duty, Leadership
 from bot.redis_state import RedisState, connect_redis, eviction_warning, redis_reachable
@@ -145,6 +147,7 @@ class Application:
                         exc.operator_detail)
 
     async def close(self) -> None:
+        await self.dispatcher["creations"].close()  # a creation cut short is marked failed, before the store closes
         await self.gateway.close()
         if self.redis is not None:
             await self.redis.close()
@@ -186,7 +189,8 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     dispatcher.workflow_data.update(settings=settings, db=db, gateway=gateway, locales=locales, topup=topup,
                                     settler=settler, admin=admin, admin_access=AdminAccess(
         settings.admin_chat_id, settings.admin_user_ids, private_commands=settings.admin_private_commands),
-                                    payouts=payouts, linker=linker)
+                                    payouts=payouts, linker=linker, support_contact=settings.support_contact,
+                                    creations=Creations(topup))
     context = UserContextMiddleware(db, locales, admin_chat_id=settings.admin_chat_id)
     dispatcher.message.outer_middleware(context)
     dispatcher.callback_query.outer_middleware(context)
@@ -215,7 +219,8 @@ _NOT_MODIFIED = "message is not modified"
 _NOT_EDITABLE = ("there is no text in the message to edit", "message can't be edited", "message to edit not found")
 
 
-async def on_error(event: ErrorEvent, locales: Locales, admin_access: AdminAccess) -> bool:
+async def on_error(event: ErrorEvent, locales: Locales, admin_access: AdminAccess,
+                   support_contact: str | None = None) -> bool:
     """Log any handler failure and tell the user something went wrong, instead of leaving them hanging."""
     update = event.update
     sender = (update.message or update.callback_query or update.edited_message)
@@ -240,7 +245,7 @@ async def on_error(event: ErrorEvent, locales: Locales, admin_access: AdminAcces
         if update.callback_query is not None:
             await update.callback_query.answer(t("error.generic"), show_alert=True)
         elif update.message is not None and update.message.chat.type == "private":
-            await update.message.answer(t("error.generic"))
+            await update.message.answer(t("error.generic") + support_line(t, support_contact))
     return True
 
 

@@ -89,6 +89,7 @@ class Settings:
     operator_webhook_url: str | None = None
     operator_webhook_secret: Secret | None = None
     notify_charges: bool = True
+    support_contact: str | None = None  # shown to customers in Help and on failure screens
 
 
 def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
@@ -274,6 +275,7 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         operator_webhook_url=operator_url,
         operator_webhook_secret=Secret(operator_secret) if operator_url else None,
         notify_charges=_bool(get("NOTIFY_CHARGES", "true"), "NOTIFY_CHARGES"),
+        support_contact=_support_contact(get("SUPPORT_CONTACT")),
     )
 
 
@@ -350,3 +352,13 @@ def _redis_url(text: str) -> Secret:
         except ValueError:
             raise ConfigError(f"REDIS_URL has a port that is not a number, {hint}") from None
     return Secret(text)
+
+
+def _support_contact(text: str) -> str | None:
+    """`@shop_support`, an e-mail or a link: one short line customers can act on."""
+    if not text:
+        return None
+    if len(text) > 100 or any(c in text for c in "\r\n"):
+        raise ConfigError(f"SUPPORT_CONTACT is {len(text)} characters or spans lines; give one short line, "
+                          "e.g. SUPPORT_CONTACT=@shop_support")
+    return text

@@ -13,6 +13,8 @@ from pathlib import Path
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
+from services.money import format_usd
+
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 DOMAIN = "bot"
 
@@ -34,6 +36,10 @@ class Translator:
                 for name, value in values.items()}
         return text.format(**safe)
 
+    def usd(self, cents: int, *, drop_zero_cents: bool = False) -> str:
+        """A USD sum written the way this language writes money (`$1,234.50`, `1 234,50 $`)."""
+        return format_usd(cents, self.locale, drop_zero_cents=drop_zero_cents)
+
 
 def read_catalog(directory: Path) -> gettext.GNUTranslations:
     """Every .po of one language merged into one catalog (a message id must be defined once)."""
@@ -54,6 +60,12 @@ def read_catalog(directory: Path) -> gettext.GNUTranslations:
     write_mo(buffer, merged)
     buffer.seek(0)
     return gettext.GNUTranslations(buffer)
+
+
+# A Telegram language we don't ship -> a shipped one its speakers commonly read. Belarusian and Kazakh users live
+# with Russian as an official language. Ukrainian is left out on purpose: many Ukrainians would rather not be
+# addressed in Russian, so they get the default language and can pick Russian in 🌐 Language themselves.
+CLOSE_LANGUAGES: dict[str, str] = {"be": "ru", "kk": "ru"}
 
 
 class Locales:
@@ -85,8 +97,10 @@ class Locales:
         return self.get(self.admin)
 
     def pick(self, chosen: str | None, telegram_language: str | None) -> str:
-        """The user's own choice, else their Telegram language if we ship it, else the default."""
-        for candidate in (chosen, (telegram_language or "").split("-")[0].lower()):
+        """The user's own choice, else their Telegram language if we ship it (or one its speakers read), else the
+        default."""
+        spoken = (telegram_language or "").split("-")[0].lower()
+        for candidate in (chosen, spoken, CLOSE_LANGUAGES.get(spoken)):
             if candidate and candidate in self._catalogs:
                 return candidate
         return self.default

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from services.money import AmountError, parse_usd
-from services.store import Coupon, CouponKind, Database
+from services.store import Coupon, CouponKind, Database, Deposit
 from services.store import coupons as coupon_repo
+from services.store.db import Conn
 
 _CODE_RE = re.compile(r"[A-Za-z0-9_-]{2,32}", re.ASCII)
 
@@ -162,3 +163,11 @@ async def add_coupon(db: Database, spec: CouponSpec, *, created_by: int | None =
         return await coupon_repo.create(tx, code=spec.code, kind=spec.kind, value=spec.value, max_uses=spec.max_uses,
                                         min_amount_cents=spec.min_amount_cents, expires_at=spec.expires_at,
                                         created_by=created_by)
+
+
+async def promised_bonus(conn: Conn, deposit: Deposit) -> int:
+    """The bonus the confirmation promised for this deposit, if paid as asked: shown again on its card."""
+    if deposit.coupon_id is None:
+        return 0
+    coupon = await coupon_repo.get(conn, deposit.coupon_id)
+    return coupon.bonus_for(deposit.expected_credit_cents) if coupon is not None else 0

@@ -23,6 +23,24 @@ SUPPORTED_MATRIX: dict[str, tuple[str, ...]] = {
     "DAI": ("BSC", "POLYGON", "ETH"),
 }
 
+# What people type for a coin at the coin step, besides its ticker (English and Russian names, lower case).
+COIN_NAMES: dict[str, str] = {
+    "tether": "USDT", "тезер": "USDT", "юсдт": "USDT", "bitcoin": "BTC", "биткоин": "BTC", "биткойн": "BTC",
+    "litecoin": "LTC", "лайткоин": "LTC", "tron": "TRX", "трон": "TRX", "ethereum": "ETH", "ether": "ETH",
+    "эфир": "ETH", "эфириум": "ETH", "monero": "XMR", "монеро": "XMR", "polygon": "POL", "matic": "POL",
+    "usd coin": "USDC", "solana": "SOL", "солана": "SOL", "dash": "DASH", "даш": "DASH", "dogecoin": "DOGE",
+    "доги": "DOGE", "догикоин": "DOGE", "toncoin": "TON", "тон": "TON", "bitcoin cash": "BCH",
+    "avalanche": "AVAX", "dai": "DAI",
+}
+
+
+def coin_from_text(text: str, offered: list[str]) -> str | None:
+    """The offered coin a typed word names (`usdt`, `Bitcoin`, `эфир`), or None."""
+    word = " ".join(text.strip().lower().split())
+    coin = word.upper() if word.upper() in offered else COIN_NAMES.get(word)
+    return coin if coin in offered else None
+
+
 # Ways to pay through a page instead of an address (SMSOnline's extras): method -> the "network" shown.
 LINK_METHODS: dict[str, str] = {"page": "PAGE", "card": "CARD"}
 LINK_COIN = "USD"
@@ -32,9 +50,9 @@ STABLECOINS = frozenset({"USDT", "USDC", "DAI"})
 
 # Human names for networks, shown on buttons and in the "send only on this network" warning.
 NETWORK_TITLES: dict[str, str] = {
-    "TRON": "TRON (TRC-20)",
-    "BSC": "BNB Smart Chain (BEP-20)",
-    "ETH": "Ethereum (ERC-20)",
+    "TRON": "TRON",
+    "BSC": "BNB Smart Chain",
+    "ETH": "Ethereum",
     "POLYGON": "Polygon",
     "ARBITRUM": "Arbitrum One",
     "AVALANCHE": "Avalanche C-Chain",
@@ -146,5 +164,17 @@ class Matrix:
         return len(self._pairs)
 
 
-def network_title(network: str) -> str:
-    return NETWORK_TITLES.get(network, network)
+# The token standard of a network, named for tokens on it ("USDT on TRON (TRC-20)") but not for its own coin:
+# "ETH on Ethereum", never "(ERC-20)", which would send a careful user looking for a token that doesn't exist.
+TOKEN_STANDARDS: dict[str, str] = {"TRON": "TRC-20", "BSC": "BEP-20", "ETH": "ERC-20"}
+NATIVE_COINS: dict[str, str] = {"TRON": "TRX", "BSC": "BNB", "ETH": "ETH", "POLYGON": "POL", "AVALANCHE": "AVAX",
+                                "SOL": "SOL", "TON": "TON"}
+
+
+def network_title(network: str, coin: str | None = None) -> str:
+    """The network's name; with its token standard unless `coin` is the network's own coin."""
+    title = NETWORK_TITLES.get(network, network)
+    standard = TOKEN_STANDARDS.get(network)
+    if standard is None or (coin is not None and NATIVE_COINS.get(network) == coin):
+        return title
+    return f"{title} ({standard})"

@@ -24,6 +24,7 @@ from services.matrix import LINK_COIN, LINK_METHODS, STABLECOINS, Matrix, Pair
 from services.money import AmountError, AmountLimits, AmountProblem, check_limits, format_crypto
 from services.settlement import Settlement, Settler
 from services.store import Database, Deposit, DepositStatus, now_ts
+from services.store.db import Conn
 from services.store import coupons as coupon_repo
 from services import notifications
 from services.notifications import AdminManualDeposit
@@ -45,6 +46,7 @@ class TopupProblem(str, Enum):
     AMOUNT_REJECTED = "amount-rejected"  # the gateway's own minimum or maximum for the pair
     TOO_MANY_OPEN = "too-many-open"      # this user already has MAX_OPEN_DEPOSITS waiting for payment
     TOO_MANY_RECENT = "too-many-recent"  # this user started MAX_DEPOSITS_PER_HOUR in the last hour
+    ABANDONED = "abandoned"              # the user cancelled while the gateway was creating it
 
 
 class TopupError(Exception):
@@ -63,6 +65,18 @@ class UserLimits:
 
     max_open: int = 3
     max_per_hour: int = 10
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A deposit reserved locally (status 'creating') and the request that will ask the gateway for it."""
+
+    request: DepositRequest
+    method: str
+
+    @property
+    def deposit_id(self) -> int:
+        return self.request.deposit_id
 
 
 @dataclass(frozen=True)
@@ -129,12 +143,26 @@ class TopupService:
                                    gateway_takes_codes=takes_codes)
 
     async def create_deposit(self, *, user_id: int, chat_id: int, coin: str, network: str, amount_cents: int,
-                             coupon_code: str | None, creating_message: tuple[int, int] | None = None) -> Deposit:
+                             coupon_code: str | None, creating_message: tuple[int, int] | None = None,
+                             return_url: str | None = None) -> Deposit:
         """Reserve the deposit and its coupon locally, ask the gateway, then record what it gave.
 
         Raises AmountError, CouponError or TopupError; in every case nothing is left that looks created.
         `creating_message` (chat id, message id) is what the user sees meanwhile: if the process dies before the
         gateway answers, the reconciler edits it to say so (Reconciler.abandon_stuck_creations).
+        """
+        reservation = await self.reserve_deposit(user_id=user_id, chat_id=chat_id, coin=coin, network=network,
+                                                 amount_cents=amount_cents, coupon_code=coupon_code,
+                                                 creating_message=creating_message, return_url=return_url)
+        return await self.complete_deposit(reservation)
+
+    async def reserve_deposit(self, *, user_id: int, chat_id: int, coin: str, network: str, amount_cents: int,
+                              coupon_code: str | None, creating_message: tuple[int, int] | None = None,
+                              return_url: str | None = None) -> Reservation:
+        """The local half of creating a deposit: checks, then the row (status 'creating') and its coupon hold.
+
+        Fast and local, so a handler can do it while holding the user's update lock; the gateway call
+        (complete_deposit) runs outside it. Raises AmountError, CouponError or TopupError.
         """
         if not self.offers(coin, network):
             raise TopupError(TopupProblem.PAIR_UNAVAILABLE)
@@ -151,10 +179,7 @@ class TopupService:
             # Counted with the user's row locked, then reserved in the same transaction: concurrent taps (on other
             # instances too) can't slip past the limits.
             await users.lock(tx, user_id)
-            if await deposits.count_open_for_user(tx, user_id) >= self._user_limits.max_open:
-                raise TopupError(TopupProblem.TOO_MANY_OPEN, limit=self._user_limits.max_open)
-            if await deposits.count_started_since(tx, user_id, now_ts() - 3600) >= self._user_limits.max_per_hour:
-                raise TopupError(TopupProblem.TOO_MANY_RECENT, limit=self._user_limits.max_per_hour)
+            await self._check_user_limits(tx, user_id)
             deposit_id = await deposits.reserve(
                 tx, user_id=user_id, chat_id=chat_id, gateway=self.gateway.name, coin=coin, network=network,
                 amount_cents=amount_cents, coupon_id=choice.coupon.id if choice and choice.coupon else None,
@@ -169,7 +194,18 @@ class TopupService:
 
         request = DepositRequest(deposit_id=deposit_id, user_id=user_id, coin=coin, network=network,
                                  amount_cents=amount_cents,
-                                 coupon_code=choice.code if choice and choice.is_gateway_code else None)
+                                 coupon_code=choice.code if choice and choice.is_gateway_code else None,
+                                 return_url=return_url)
+        return Reservation(request, method)
+
+    async def complete_deposit(self, reservation: Reservation) -> Deposit:
+        """Ask the gateway for the reserved deposit and record its answer.
+
+        If the user abandoned the deposit meanwhile (abandon_creation), what the gateway made is cancelled
+        there where the gateway can, and TopupError(ABANDONED) is raised: it is never shown as ready.
+        """
+        request, method = reservation.request, reservation.method
+        deposit_id, user_id = request.deposit_id, request.user_id
         try:
             created = await self._ask_gateway(request, method)
         except BaseException as exc:
@@ -185,10 +221,16 @@ class TopupService:
             raise
 
         async with self.db.transaction() as tx:
-            await deposits.mark_created(
+            recorded = await deposits.mark_created(
                 tx, deposit_id, order_id=created.order_id, address=created.address, pay_amount=created.pay_amount,
                 pay_currency=created.pay_currency, expires_at=created.expires_at, payment_url=created.payment_url,
                 quoted_cents=created.quoted_cents, first_check_at=now_ts() + self._first_check_delay)
+            if not recorded:
+                await deposits.record_late_order(tx, deposit_id, created.order_id)
+        if not recorded:
+            await self._cancel_late_creation(deposit_id, created.order_id)
+            raise TopupError(TopupProblem.ABANDONED)
+        async with self.db.transaction() as tx:
             deposit = await deposits.get(tx, deposit_id)
             assert deposit is not None
             if method == "card" and self._admin_chat_id is not None:
@@ -197,8 +239,46 @@ class TopupService:
                                           chat_id=self._admin_chat_id, user_id=user_id, deposit_id=deposit_id,
                                           dedupe_key=f"deposit:{deposit_id}:admin:manual")
         log.info("deposit %s created at %s: order %s, %s %s/%s for %s cents", deposit_id, self.gateway.name,
-                 created.order_id, created.pay_amount, coin, network, amount_cents)
+                 created.order_id, created.pay_amount, request.coin, request.network, request.amount_cents)
         return deposit
+
+    async def abandon_creation(self, user_id: int, deposit_id: int) -> bool:
+        """The user cancelled while the gateway was still creating: True if the deposit was still being created
+        (it is now cancelled and its coupon released); False if it is already ready, failed, or not theirs."""
+        deposit = await deposits.get(self.db.reader, deposit_id) if 0 < deposit_id < 2**63 else None
+        if deposit is None or deposit.user_id != user_id:
+            return False
+        async with self.db.transaction() as tx:
+            if not await deposits.set_status(tx, deposit_id, DepositStatus.CANCELLED,
+                                             only_from=(DepositStatus.CREATING,),
+                                             failure_reason="cancelled by user while being created"):
+                return False
+            await coupon_repo.release(tx, deposit_id)
+        log.info("deposit %s: abandoned by the user while the gateway was creating it", deposit_id)
+        return True
+
+    async def _cancel_late_creation(self, deposit_id: int, order_id: str) -> None:
+        cancel_at_gateway = getattr(self.gateway, "cancel_deposit", None)
+        log.warning("deposit %s: %s created order %s after the user cancelled; %s", deposit_id, self.gateway.name,
+                    order_id, "cancelling it there" if cancel_at_gateway else "not cancellable there; never shown")
+        if cancel_at_gateway is None:
+            return
+        try:
+            await cancel_at_gateway(order_id)
+        except GatewayError as exc:
+            log.warning("deposit %s: could not cancel order %s at %s: %s", deposit_id, order_id, self.gateway.name,
+                        exc.operator_detail)
+
+    async def check_user_limits(self, user_id: int) -> None:
+        """Raise TopupError now if this user could not create a deposit: said when Top up is tapped, not after
+        every step (creating checks again, under the write lock)."""
+        await self._check_user_limits(self.db.reader, user_id)
+
+    async def _check_user_limits(self, conn: Conn, user_id: int) -> None:
+        if await deposits.count_open_for_user(conn, user_id) >= self._user_limits.max_open:
+            raise TopupError(TopupProblem.TOO_MANY_OPEN, limit=self._user_limits.max_open)
+        if await deposits.count_started_since(conn, user_id, now_ts() - 3600) >= self._user_limits.max_per_hour:
+            raise TopupError(TopupProblem.TOO_MANY_RECENT, limit=self._user_limits.max_per_hour)
 
     async def _ask_gateway(self, request: DepositRequest, method: str) -> CreatedDeposit:
         """The gateway's deposit, in one shape: a page link is a deposit with no address and no coin amount."""

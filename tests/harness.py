@@ -11,6 +11,7 @@ from aiogram import Bot
 from bot.app import Application, build_application, build_bot
 from bot.config import Settings, load_settings
 from bot.delivery import DeliveryWorker
+from handlers.user.creating import Creations
 from services.gateways.base import Gateway
 from tests.fakes.bot_api import FakeBotAPI, as_update, callback_update, message_update
 
@@ -43,6 +44,8 @@ class Harness:
         self.bot = bot
         self.delivery = DeliveryWorker(bot, app.db, app.renderer, per_chat_interval_seconds=0,
                                        global_rate_per_second=1000, admin_events=app.settings.admin_events)
+        # Most tests read the card right after tapping Create; tests of a slow gateway turn this off.
+        self.wait_for_creations = True
 
     @classmethod
     async def start(cls, api: FakeBotAPI, db: Path | str, *, gateway: Gateway | None = None,
@@ -61,6 +64,13 @@ class Harness:
 
     async def feed(self, update: dict[str, Any]) -> None:
         await self.app.dispatcher.feed_update(self.bot, as_update(update, next(_UPDATE_IDS)))
+        if self.wait_for_creations:
+            await self.creations.join()
+
+    @property
+    def creations(self) -> Creations:
+        """Deposits being created in the background (the gateway call runs outside the user's update lock)."""
+        return self.app.dispatcher["creations"]
 
     async def send(self, user_id: int, text: str, **kwargs: Any) -> None:
         await self.feed(message_update(user_id, text, **kwargs))

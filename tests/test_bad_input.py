@@ -32,16 +32,21 @@ async def reach_amount_step(h: Harness) -> None:
     assert "How much do you want to add" in h.last_text(USER)
 
 
-async def reach_coupon_step(h: Harness, amount: str = "25") -> None:
+async def reach_confirm(h: Harness, amount: str = "25") -> None:
     await reach_amount_step(h)
     await h.send(USER, amount)
-    assert "Have a coupon?" in h.last_text(USER)
+    assert "Please check your top-up" in h.last_text(USER)
+
+
+async def reach_coupon_step(h: Harness, amount: str = "25") -> None:
+    await reach_confirm(h, amount)
+    await h.tap(USER, "Add coupon")
+    assert "Send your coupon code" in h.last_text(USER)
 
 
 async def create_card(h: Harness, amount: str = "12.50") -> int:
     """Go through the flow to a pending deposit card; returns the card's message id."""
-    await reach_coupon_step(h, amount)
-    await h.tap(USER, "Skip")
+    await reach_confirm(h, amount)
     await h.tap(USER, "Create")
     card = h.last(USER)
     assert "photo" in card
@@ -86,7 +91,7 @@ async def test_bad_amount_is_explained_and_flow_stays_on_amount(harness: Harness
 
     await harness.send(USER, typed)
     assert complaint in harness.last_text(USER)
-    assert "Have a coupon?" not in harness.last_text(USER)
+    assert "Please check your top-up" not in harness.last_text(USER)
 
     await harness.send(USER, "5")
     assert "Amount: $5.00" in harness.last_text(USER)
@@ -102,7 +107,7 @@ async def test_accepted_amount_forms_reach_coupon_step(harness: Harness, typed: 
     await reach_amount_step(harness)
     await harness.send(USER, typed)
     assert f"Amount: {shown}" in harness.last_text(USER)
-    assert "Have a coupon?" in harness.last_text(USER)
+    assert "Please check your top-up" in harness.last_text(USER)
 
 
 # --- coupons ---
@@ -113,7 +118,7 @@ async def test_unknown_coupon_is_refused_and_user_can_skip(harness: Harness) -> 
     await harness.send(USER, "NOSUCHCODE")
     assert "I don't know this coupon" in harness.last_text(USER)
 
-    await harness.tap(USER, "Skip")
+    await harness.tap(USER, "Back")
     assert "Coupon: none" in harness.last_text(USER)
     assert "Amount: $25.00" in harness.last_text(USER)
 
@@ -164,7 +169,7 @@ async def test_valid_percent_coupon_adds_bonus_to_balance(harness: Harness) -> N
     await harness.send(USER, "save10")  # codes are not case-sensitive
     confirm = harness.last_text(USER)
     assert "Coupon: SAVE10, bonus +$2.50" in confirm
-    assert "You will receive: $27.50" in confirm
+    assert "You will receive: $25.00 + $2.50 bonus = $27.50" in confirm
 
     await harness.tap(USER, "Create")
     await harness.tap(USER, "Simulate")
@@ -179,8 +184,10 @@ async def test_valid_percent_coupon_adds_bonus_to_balance(harness: Harness) -> N
 
 async def test_coin_button_on_old_flow_message_is_stale_and_not_edited(harness: Harness) -> None:
     await harness.send(USER, "/topup")
-    old = harness.last(USER)
+    first = harness.last(USER)
     await harness.send(USER, "/topup")
+    old = harness.api.messages[(USER, first["message_id"])]  # retired by the new flow: says so, no buttons
+    assert "closed" in old["text"] and not old.get("reply_markup")
     edits_before = len(harness.api.calls_of("editMessageText"))
 
     await harness.press(USER, "tc:USDT", message_id=old["message_id"])
@@ -221,7 +228,7 @@ async def test_forged_amount_outside_limits_is_stale(harness: Harness, data: str
     await harness.press(USER, data, message_id=flow["message_id"])
 
     assert harness.toasts()[-1] == STALE
-    assert "Have a coupon?" not in harness.last_text(USER)
+    assert "Please check your top-up" not in harness.last_text(USER)
     await harness.send(USER, "5")  # still on the amount step
     assert "Amount: $5.00" in harness.last_text(USER)
 
@@ -266,8 +273,7 @@ async def test_buttons_for_someone_elses_deposit_are_stale(harness: Harness, act
 
 
 async def test_double_tap_on_create_makes_one_deposit(harness: Harness) -> None:
-    await reach_coupon_step(harness)
-    await harness.tap(USER, "Skip")
+    await reach_confirm(harness)
     confirm = harness.last(USER)
 
     # Both taps arrive before either is handled, as when a user double-taps on a slow connection.

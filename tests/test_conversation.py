@@ -34,7 +34,6 @@ async def reach_amount_step(h: Harness, coin: str = "USDT", network: str = "TRON
 async def reach_confirm(h: Harness, amount: str = "12,50") -> None:
     await reach_amount_step(h)
     await h.send(USER, amount)
-    await h.tap(USER, "Skip")
     assert "Please check your top-up" in h.last_text(USER)
 
 
@@ -82,7 +81,7 @@ async def test_choosing_russian_rerenders_menu_and_later_messages(harness: Harne
     assert "💳 Пополнить" in harness.buttons(harness.last(USER))
     assert harness.toasts()[-1] == "Язык изменён на русский."
     await harness.send(USER, "/balance")
-    assert "Ваш баланс: $0.00" in harness.last_text(USER)
+    assert "Ваш баланс: 0,00\u00a0$" in harness.last_text(USER)  # money the Russian way
 
 
 async def test_language_choice_survives_restart(api: FakeBotAPI, tmp_path: Path) -> None:
@@ -131,7 +130,6 @@ async def test_full_topup_credits_balance_and_tells_user_and_admin(harness: Harn
     await h.tap(USER, "TRON")
     await h.send(USER, "12,50")
     assert "Amount: $12.50" in h.last_text(USER)
-    await h.tap(USER, "Skip")
 
     confirm = h.last_text(USER)
     assert "Coin: USDT" in confirm
@@ -151,9 +149,11 @@ async def test_full_topup_credits_balance_and_tells_user_and_admin(harness: Harn
     caption = card["caption"]
     assert deposit.address in caption
     assert "Send exactly: 12.50 USDT" in caption
-    assert "Send only USDT on TRON (TRC-20). Other coins or networks will be lost." in caption
+    assert ("Send only USDT on TRON (TRC-20). Anything else sent to this address (another coin, or USDT on another "
+            "network) is lost for good") in caption
     assert f"Valid until {views.format_time(deposit.expires_at)}" in caption
-    assert h.buttons(card) == ["🧪 Simulate payment", "🔄 Check status", "✖️ Cancel"]
+    assert h.buttons(card) == ["📋 Copy address", "📋 Copy amount", "🧪 Simulate payment", "🔄 Check status",
+                               "✖️ Cancel"]
 
     await h.tap(USER, "Simulate")
     await h.deliver()
@@ -196,10 +196,10 @@ async def test_single_network_coin_skips_network_step(harness: Harness) -> None:
 
 async def test_quick_amount_button_goes_to_coupon_step(harness: Harness) -> None:
     await reach_amount_step(harness)
-    await harness.tap(USER, "$25.00")
+    await harness.tap(USER, "$25")  # quick amounts drop the cents
 
     assert "Amount: $25.00" in harness.last_text(USER)
-    assert "Have a coupon?" in harness.last_text(USER)
+    assert "Please check your top-up" in harness.last_text(USER)
 
 
 # --- going back and giving up ---
@@ -223,12 +223,14 @@ async def test_back_from_single_network_amount_goes_to_coins(harness: Harness) -
     assert "Which coin will you pay with?" in harness.last_text(USER)
 
 
-async def test_back_from_confirm_to_coupon_then_to_amount(harness: Harness) -> None:
+async def test_back_from_coupon_to_confirm_then_to_amount(harness: Harness) -> None:
     await reach_confirm(harness)
+    await harness.tap(USER, "Add coupon")
+    assert "Send your coupon code" in harness.last_text(USER)
 
     await harness.tap(USER, "Back")
-    assert "Amount: $12.50" in harness.last_text(USER)
-    assert "Have a coupon?" in harness.last_text(USER)
+    assert "Please check your top-up" in harness.last_text(USER)
+    assert "Coupon: none" in harness.last_text(USER)
 
     await harness.tap(USER, "Back")
     assert "How much do you want to add" in harness.last_text(USER)
@@ -290,7 +292,7 @@ async def test_flow_survives_restart(api: FakeBotAPI, tmp_path: Path) -> None:
     try:
         await second.send(USER, "30")
         assert "Amount: $30.00" in second.last_text(USER)
-        assert "Have a coupon?" in second.last_text(USER)
+        assert "Please check your top-up" in second.last_text(USER)
     finally:
         await second.close()
 

@@ -95,7 +95,6 @@ async def test_the_deposit_card_follows_the_status(harness: Harness, api: FakeBo
     await harness.send(USER, "/topup")
     await harness.tap(USER, "BTC")
     await harness.send(USER, "10")
-    await harness.tap(USER, "Skip")
     await harness.tap(USER, "Create")
     card = harness.last(USER)
     assert "Waiting for payment" in card["caption"]

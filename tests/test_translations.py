@@ -26,6 +26,7 @@ from services.coupons import CouponProblem
 from services.matrix import LINK_METHODS
 from services.money import AmountProblem
 from services.store import DepositStatus
+from services.topup import TopupProblem
 from tests.fakes.bot_api import FakeBotAPI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ DYNAMIC_KEYS: dict[str, list[str]] = {
     "admin.error.": [p.value for p in AdminProblem],
     "deposit.link-note.": list(LINK_METHODS),
     "link.": [r.value for r in LinkRefused],
+    "topup.error.": [p.value for p in (TopupProblem.TOO_MANY_OPEN, TopupProblem.TOO_MANY_RECENT)],
 }
 
 

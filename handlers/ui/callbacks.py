@@ -44,7 +44,7 @@ class AmountCb(CallbackData, prefix="ta"):
 
 class FlowAction(str, Enum):
     BACK = "back"
-    SKIP_COUPON = "skip"
+    ADD_COUPON = "coupon"  # optional, from the confirmation
     CREATE = "create"
     CANCEL = "cancel"
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 import segno
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import CopyTextButton, InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from handlers.i18n import Html, Translator
@@ -28,7 +28,8 @@ from handlers.ui.callbacks import (
 )
 from services.coupons import CouponChoice
 from services.matrix import LINK_METHODS, network_title
-from services.money import format_crypto, format_usd
+from services.money import format_crypto
+from services.payment_uri import payment_uri
 from services.store import Deposit, DepositStatus, LedgerEntry, LedgerKind
 
 
@@ -66,7 +67,7 @@ def home_button(t: Translator) -> InlineKeyboardButton:
 
 
 def start_text(t: Translator, first_name: str, balance_cents: int, sandbox: bool) -> str:
-    text = t("start.greeting", name=first_name or "👋", balance=format_usd(balance_cents))
+    text = t("start.greeting", name=first_name or "👋", balance=t.usd(balance_cents))
     return text + ("\n\n" + t("sandbox.notice") if sandbox else "")
 
 
@@ -90,7 +91,7 @@ def is_link_network(network: str) -> bool:
 def networks_keyboard(t: Translator, coin: str, networks: list[str]) -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     for network in networks:
-        kb.button(text=network_title(network), callback_data=NetworkCb(coin=coin, network=network))
+        kb.button(text=network_title(network, coin), callback_data=NetworkCb(coin=coin, network=network))
     kb.adjust(2)
     kb.row(_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL))
     return kb.as_markup()
@@ -98,17 +99,17 @@ def networks_keyboard(t: Translator, coin: str, networks: list[str]) -> InlineKe
 
 def amount_text(t: Translator, coin: str, network: str, min_cents: int, max_cents: int) -> str:
     if is_link_network(network):
-        return t("topup.ask-amount-link", method=network_title(network), min=format_usd(min_cents),
-                 max=format_usd(max_cents))
-    return t("topup.ask-amount", coin=coin, network=network_title(network), min=format_usd(min_cents),
-             max=format_usd(max_cents))
+        return t("topup.ask-amount-link", method=network_title(network), min=t.usd(min_cents),
+                 max=t.usd(max_cents))
+    return t("topup.ask-amount", coin=coin, network=network_title(network, coin), min=t.usd(min_cents),
+             max=t.usd(max_cents))
 
 
 @per_locale
 def amount_keyboard(t: Translator, quick_cents: tuple[int, ...]) -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     for cents in quick_cents:
-        kb.button(text=format_usd(cents), callback_data=AmountCb(cents=cents))
+        kb.button(text=t.usd(cents, drop_zero_cents=True), callback_data=AmountCb(cents=cents))
     kb.adjust(5)
     kb.row(_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL))
     return kb.as_markup()
@@ -116,8 +117,8 @@ def amount_keyboard(t: Translator, quick_cents: tuple[int, ...]) -> InlineKeyboa
 
 @per_locale
 def coupon_keyboard(t: Translator) -> InlineKeyboardMarkup:
+    """Back returns to the confirmation without a coupon."""
     return InlineKeyboardMarkup(inline_keyboard=[
-        [_flow_button(t, FlowAction.SKIP_COUPON)],
         [_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL)],
     ])
 
@@ -128,26 +129,49 @@ def confirm_text(t: Translator, *, coin: str, network: str, amount_cents: int, c
     if is_link_network(network):
         lines.append(t("confirm.method", method=network_title(network)))
     else:
-        lines += [t("confirm.coin", coin=coin), t("confirm.network", network=network_title(network))]
-    lines.append(t("confirm.amount", amount=format_usd(amount_cents)))
+        lines += [t("confirm.coin", coin=coin), t("confirm.network", network=network_title(network, coin))]
+    lines.append(t("confirm.amount", amount=t.usd(amount_cents)))
     if coupon is None:
         lines.append(t("confirm.no-coupon"))
     elif coupon.bonus_cents is None:
         lines.append(t("confirm.gateway-coupon", code=coupon.code))
     else:
-        lines.append(t("confirm.coupon", code=coupon.code, bonus=format_usd(coupon.bonus_cents)))
-        lines.append(t("confirm.total", total=format_usd(amount_cents + coupon.bonus_cents)))
+        lines.append(t("confirm.coupon", code=coupon.code, bonus=t.usd(coupon.bonus_cents)))
+        lines.append(t("confirm.total", total=credit_summary(t, amount_cents, coupon.bonus_cents)))
     if sandbox:
         lines += ["", t("sandbox.notice")]
     return "\n".join(lines)
 
 
+def credit_summary(t: Translator, amount_cents: int, bonus_cents: int) -> Html:
+    """What the user will get, written the same on the confirmation and on the card: `$12.50 + $1.25 bonus = $13.75`."""
+    if not bonus_cents:
+        return Html(t.usd(amount_cents))
+    return Html(t("credit.with-bonus", amount=t.usd(amount_cents), bonus=t.usd(bonus_cents),
+                  total=t.usd(amount_cents + bonus_cents)))
+
+
 @per_locale
-def confirm_keyboard(t: Translator) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(inline_keyboard=[
-        [_flow_button(t, FlowAction.CREATE)],
-        [_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL)],
-    ])
+def confirm_keyboard(t: Translator, *, with_coupon: bool = False) -> InlineKeyboardMarkup:
+    """Create first; a coupon is optional, offered here rather than as a step of its own."""
+    rows = [[_flow_button(t, FlowAction.CREATE)]]
+    if not with_coupon:
+        rows.append([_flow_button(t, FlowAction.ADD_COUPON)])
+    rows.append([_flow_button(t, FlowAction.BACK), _flow_button(t, FlowAction.CANCEL)])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def creating_keyboard(t: Translator, deposit_id: int) -> InlineKeyboardMarkup:
+    """While a slow gateway works: Cancel, by deposit id, so it works whatever the conversation did meanwhile."""
+    return InlineKeyboardMarkup(inline_keyboard=[[_deposit_button(t, DepositAction.CANCEL, deposit_id)]])
+
+
+@per_locale
+def limits_keyboard(t: Translator) -> InlineKeyboardMarkup:
+    """Under a per-user limit: the deposits to pay or cancel are in History."""
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=t("menu.history"), callback_data=MenuCb(action=MenuAction.HISTORY).pack()),
+        home_button(t)]])
 
 
 def _flow_button(t: Translator, action: FlowAction) -> InlineKeyboardButton:
@@ -155,6 +179,15 @@ def _flow_button(t: Translator, action: FlowAction) -> InlineKeyboardButton:
 
 
 # --- the deposit card: a QR image whose caption and buttons follow the deposit's status ---
+
+def qr_payload(deposit: Deposit) -> str:
+    """What the QR code holds: a payment URI (address and amount) where wallets share one, else the address."""
+    return _payment_uri(deposit) or deposit.address or ""
+
+
+def _payment_uri(deposit: Deposit) -> str | None:
+    return payment_uri(deposit.pay_currency or deposit.coin, deposit.network, deposit.address, deposit.pay_amount)
+
 
 QR_MASK = 0
 
@@ -170,27 +203,29 @@ def format_time(ts: int) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, now: float | None = None) -> str:
+def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, bonus_cents: int = 0,
+                    now: float | None = None) -> str:
+    """The card's text; `bonus_cents` is the bonus the confirmation promised (services.coupons.promised_bonus)."""
     status_line = t(f"deposit.status.{deposit.status.value}")
     lines = [t("deposit.title", id=deposit.id, status=status_line)]
     if deposit.status is DepositStatus.PAID:
-        lines.append(t("deposit.paid-line", amount=format_usd(deposit.credited_cents or 0)))
+        lines.append(t("deposit.paid-line", amount=t.usd(deposit.credited_cents or 0)))
         if deposit.bonus_cents:
-            lines.append(t("deposit.bonus-line", bonus=format_usd(deposit.bonus_cents)))
+            lines.append(t("deposit.bonus-line", bonus=t.usd(deposit.bonus_cents)))
         return "\n".join(lines)
     if deposit.status in (DepositStatus.EXPIRED, DepositStatus.CANCELLED, DepositStatus.FAILED):
         lines += ["", t("deposit.do-not-pay-link" if deposit.is_link else "deposit.do-not-send")]
         return "\n".join(lines)
     if deposit.is_link:
-        lines += ["", t("deposit.link-pay", amount=format_usd(deposit.amount_cents),
+        lines += ["", t("deposit.link-pay", amount=t.usd(deposit.amount_cents),
                         method=network_title(deposit.network))]
         if deposit.expires_at:
             minutes = max(0, int(deposit.expires_at - (now if now is not None else time.time()))) // 60
             lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=minutes))
-        lines += [t("deposit.credit", amount=format_usd(deposit.expected_credit_cents)),
+        lines += [t("deposit.credit", amount=credit_summary(t, deposit.expected_credit_cents, bonus_cents)),
                   t(f"deposit.link-note.{deposit.method}")]
         return "\n".join(lines)
-    network = network_title(deposit.network)
+    network = network_title(deposit.network, deposit.coin)
     lines += [
         "",
         t("deposit.send-exactly", amount=format_crypto(deposit.pay_amount) if deposit.pay_amount else "?",
@@ -203,7 +238,8 @@ def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, now: floa
     if deposit.expires_at:
         minutes = max(0, int(deposit.expires_at - (now if now is not None else time.time()))) // 60
         lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=minutes))
-    lines.append(t("deposit.credit", amount=format_usd(deposit.expected_credit_cents)))
+    lines.append(t("deposit.credit", amount=credit_summary(t, deposit.expected_credit_cents, bonus_cents)))
+    lines.append(t("deposit.qr-uri" if _payment_uri(deposit) else "deposit.qr-address"))
     if deposit.gateway_coupon:
         lines.append(t("deposit.gateway-coupon", code=deposit.gateway_coupon))
     if sandbox:
@@ -214,6 +250,9 @@ def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, now: floa
 def deposit_keyboard(t: Translator, deposit: Deposit, *, sandbox: bool) -> InlineKeyboardMarkup | None:
     if deposit.status is DepositStatus.PENDING:
         rows: list[list[InlineKeyboardButton]] = []
+        copy = _copy_buttons(t, deposit)
+        if copy:
+            rows.append(copy)
         if deposit.payment_url:
             rows.append([InlineKeyboardButton(text=t("deposit.open-page"), url=deposit.payment_url)])
         if sandbox:
@@ -228,6 +267,22 @@ def deposit_keyboard(t: Translator, deposit: Deposit, *, sandbox: bool) -> Inlin
     return None
 
 
+def _copy_buttons(t: Translator, deposit: Deposit) -> list[InlineKeyboardButton]:
+    """One tap copies what must be typed exactly: no retyping an address or an amount with eight decimals.
+
+    No gateway we use returns a memo or tag (payment-apis.md: SMSOnline's answer has none); a network that needs
+    one would get its own button here once a gateway gives it.
+    """
+    buttons = []
+    if deposit.address and len(deposit.address) <= 256:  # Telegram's copy_text limit
+        buttons.append(InlineKeyboardButton(text=t("deposit.copy-address"),
+                                            copy_text=CopyTextButton(text=deposit.address)))
+    if deposit.pay_amount is not None:
+        buttons.append(InlineKeyboardButton(text=t("deposit.copy-amount"),
+                                            copy_text=CopyTextButton(text=format_crypto(deposit.pay_amount))))
+    return buttons
+
+
 def _deposit_button(t: Translator, action: DepositAction, deposit_id: int) -> InlineKeyboardButton:
     return InlineKeyboardButton(text=t(f"deposit.{action.value}"),
                                 callback_data=DepositCb(action=action, deposit_id=deposit_id).pack())
@@ -237,13 +292,13 @@ def _deposit_button(t: Translator, action: DepositAction, deposit_id: int) -> In
 
 def paid_text(t: Translator, *, deposit_id: int, credited_cents: int, bonus_cents: int, balance_cents: int | None,
               bonus_lost: bool) -> str:
-    lines = [t("paid.title", id=deposit_id), t("paid.credited", amount=format_usd(credited_cents))]
+    lines = [t("paid.title", id=deposit_id), t("paid.credited", amount=t.usd(credited_cents))]
     if bonus_cents:
-        lines.append(t("paid.bonus", bonus=format_usd(bonus_cents)))
+        lines.append(t("paid.bonus", bonus=t.usd(bonus_cents)))
     if bonus_lost:
         lines.append(t("paid.bonus-lost"))
     if balance_cents is not None:
-        lines.append(t("paid.balance", balance=format_usd(balance_cents)))
+        lines.append(t("paid.balance", balance=t.usd(balance_cents)))
     return "\n".join(lines)
 
 
@@ -256,7 +311,7 @@ def after_payment_keyboard(t: Translator) -> InlineKeyboardMarkup:
 
 
 def expired_text(t: Translator, deposit: Deposit) -> str:
-    return t("expired.message", id=deposit.id, coin=deposit.coin, network=network_title(deposit.network),
+    return t("expired.message", id=deposit.id, coin=deposit.coin, network=network_title(deposit.network, deposit.coin),
              address=deposit.address or "?")
 
 
@@ -271,10 +326,10 @@ def history_text(t: Translator, deposits: list[Deposit], page: int, pages: int,
     lines = [t("history.title", page=page + 1, pages=pages), ""]
     for d in deposits:
         created = datetime.fromtimestamp(d.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
-        line = t("history.line", id=d.id, date=created, amount=format_usd(d.amount_cents), coin=d.coin,
+        line = t("history.line", id=d.id, date=created, amount=t.usd(d.amount_cents), coin=d.coin,
                  network=d.network, status=Html(t(f"deposit.status.{d.status.value}")))
         if d.status is DepositStatus.PAID and d.credited_cents is not None:
-            line += " " + t("history.credited", amount=format_usd(d.credited_cents + (d.bonus_cents or 0)))
+            line += " " + t("history.credited", amount=t.usd(d.credited_cents + (d.bonus_cents or 0)))
         lines.append(line)
     if spent:
         lines += ["", spent]
@@ -288,7 +343,7 @@ def history_spends(t: Translator, spends: list[LedgerEntry]) -> str:
     for entry in spends:
         date = datetime.fromtimestamp(entry.created_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
         key = "history.refund-line" if entry.kind is LedgerKind.REFUND else "history.charge-line"
-        lines.append(t(key, date=date, amount=format_usd(abs(entry.amount_cents)), description=entry.note or "—"))
+        lines.append(t(key, date=date, amount=t.usd(abs(entry.amount_cents)), description=entry.note or "—"))
     return "\n".join(lines)
 
 
@@ -317,6 +372,11 @@ def language_keyboard(t: Translator, choices: list[tuple[str, str]], current: st
     return kb.as_markup()
 
 
+def support_line(t: Translator, contact: str | None) -> str:
+    """The operator's SUPPORT_CONTACT as a closing line (empty when not set), for Help and failure screens."""
+    return "\n\n" + t("support.line", contact=contact) if contact else ""
+
+
 @per_locale
 def back_home_keyboard(t: Translator) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[home_button(t)]])
@@ -326,4 +386,4 @@ def spend_text(t: Translator, *, refund: bool, amount_cents: int, description: s
     """What a customer is told of an API charge or refund: "−$2.00 · <description> · Balance: $3.15"."""
     key = (("refund.notice" if description else "refund.notice-plain") if refund
            else ("charge.notice" if description else "charge.notice-plain"))
-    return t(key, amount=format_usd(amount_cents), description=description, balance=format_usd(balance_cents))
+    return t(key, amount=t.usd(amount_cents), description=description, balance=t.usd(balance_cents))

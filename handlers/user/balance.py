@@ -10,8 +10,8 @@ from handlers.ui import views
 from handlers.ui.callbacks import MenuAction, MenuCb
 from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
-from services.money import format_usd
-from services.store import User
+from services.store import Database, User
+from services.store import deposits
 from services.topup import TopupService
 
 
@@ -23,20 +23,24 @@ def _keyboard(t: Translator) -> InlineKeyboardMarkup:
     ])
 
 
-def _text(t: Translator, user: User, topup: TopupService) -> str:
-    return t("balance.text", balance=format_usd(user.balance_shown(sandbox=topup.gateway.is_sandbox)))
+async def balance_text(t: Translator, user: User, topup: TopupService, db: Database) -> str:
+    """The balance, and how many deposits still wait for payment: money on its way is worth a mention."""
+    text = t("balance.text", balance=t.usd(user.balance_shown(sandbox=topup.gateway.is_sandbox)))
+    waiting = await deposits.count_waiting_for_user(db.reader, user.id)
+    return text + ("\n" + t("balance.pending", count=waiting) if waiting else "")
 
 
-async def balance_command(message: Message, user: User, t: Translator, topup: TopupService) -> None:
-    await message.answer(_text(t, user, topup), reply_markup=_keyboard(t))
+async def balance_command(message: Message, user: User, t: Translator, topup: TopupService, db: Database) -> None:
+    await message.answer(await balance_text(t, user, topup, db), reply_markup=_keyboard(t))
 
 
-async def balance_button(cb: CallbackQuery, callback_data: MenuCb, user: User, t: Translator,
-                         topup: TopupService) -> None:
+async def balance_button(cb: CallbackQuery, callback_data: MenuCb, user: User, t: Translator, topup: TopupService,
+                         db: Database) -> None:
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
-    await replace_or_answer(cb.message, _text(t, user, topup), _keyboard(t), below=callback_data.below)
+    await replace_or_answer(cb.message, await balance_text(t, user, topup, db), _keyboard(t),
+                            below=callback_data.below)
 
 
 def build_router() -> Router:

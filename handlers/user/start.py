@@ -1,23 +1,28 @@
 """/start, /help, /cancel and the main menu."""
 from __future__ import annotations
 
+from contextlib import suppress
+
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
 
 from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import MenuAction, MenuCb
 from handlers.user.filters import PRIVATE, PRIVATE_CALLBACK
+from handlers.user.topup import TopupFlow, close_flow_message
 from services.links import LinkRefused, Linker, looks_like_token
-from services.money import format_usd
 from services.store import User
 from services.topup import TopupService
 
 
 async def start(message: Message, state: FSMContext, user: User, t: Translator, topup: TopupService,
                 command: CommandObject, linker: Linker) -> None:
+    # A deposit being created carries on (its card will follow); any other open flow is retired visibly.
+    await close_flow_message(message.bot, message.chat.id, state, t("flow.cancelled"))
     await state.clear()
     if command.args and looks_like_token(command.args):
         await message.answer(await _bind(command.args, user, t, linker))
@@ -35,18 +40,28 @@ async def _bind(token: str, user: User, t: Translator, linker: Linker) -> str:
              account=result.external_id)
 
 
-async def cancel(message: Message, state: FSMContext, t: Translator) -> None:
-    had_flow = await state.get_state() is not None
+async def cancel(message: Message, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
+    current = await state.get_state()
+    data = await state.get_data()
+    had_flow = current is not None
+    if current == TopupFlow.creating.state and data.get("creating"):
+        # Cancelled while the gateway is still creating it: said in the store, honoured when the gateway answers.
+        if await topup.abandon_creation(user.id, int(data["creating"])) and data.get("flow_msg") and message.bot:
+            with suppress(TelegramBadRequest):
+                await message.bot.edit_message_text(t("confirm.abandoned"), chat_id=message.chat.id,
+                                                    message_id=int(data["flow_msg"]), reply_markup=None)
+    else:
+        await close_flow_message(message.bot, message.chat.id, state, t("flow.cancelled"))
     await state.clear()
     await message.answer(t("flow.cancelled" if had_flow else "flow.nothing-to-cancel"), reply_markup=views.main_menu(t))
 
 
-async def help_command(message: Message, t: Translator, topup: TopupService) -> None:
-    await message.answer(help_text(t, topup), reply_markup=views.back_home_keyboard(t))
+async def help_command(message: Message, t: Translator, topup: TopupService, support_contact: str | None) -> None:
+    await message.answer(help_text(t, topup, support_contact), reply_markup=views.back_home_keyboard(t))
 
 
-async def home(cb: CallbackQuery, state: FSMContext, user: User, t: Translator, topup: TopupService) -> None:
-    await state.clear()
+async def home(cb: CallbackQuery, user: User, t: Translator, topup: TopupService) -> None:
+    # An open top-up stays open: the menu is shown here, the flow's own message keeps its buttons.
     await cb.answer()
     if isinstance(cb.message, Message):
         sandbox = topup.gateway.is_sandbox
@@ -54,14 +69,15 @@ async def home(cb: CallbackQuery, state: FSMContext, user: User, t: Translator, 
                                    reply_markup=views.main_menu(t))
 
 
-async def help_button(cb: CallbackQuery, t: Translator, topup: TopupService) -> None:
+async def help_button(cb: CallbackQuery, t: Translator, topup: TopupService, support_contact: str | None) -> None:
     await cb.answer()
     if isinstance(cb.message, Message):
-        await cb.message.edit_text(help_text(t, topup), reply_markup=views.back_home_keyboard(t))
+        await cb.message.edit_text(help_text(t, topup, support_contact), reply_markup=views.back_home_keyboard(t))
 
 
-def help_text(t: Translator, topup: TopupService) -> str:
-    return t("help.text", min=format_usd(topup.limits.min_cents), max=format_usd(topup.limits.max_cents))
+def help_text(t: Translator, topup: TopupService, support_contact: str | None) -> str:
+    return (t("help.text", min=t.usd(topup.limits.min_cents), max=t.usd(topup.limits.max_cents))
+            + views.support_line(t, support_contact))
 
 
 def build_router() -> Router:

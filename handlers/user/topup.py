@@ -1,16 +1,23 @@
-"""The top-up conversation: coin → network → amount → coupon → confirm → deposit card.
+"""The top-up conversation: coin → network → amount → confirm (coupon optional) → deposit card.
 
 One "flow message" is edited as the user moves through the steps; its id is kept in the FSM data,
-and a button pressed on any other message is out of date. Every value from a button is checked
-again against the matrix and the limits, because a client can send any callback data.
+and a button pressed on any other message is out of date. When the flow moves to a new message
+(the user typed), the old one loses its keyboard: only one set of live buttons at a time.
+Every value from a button is checked again against the matrix and the limits, because a client
+can send any callback data.
+
+The gateway call runs in a background task (handlers.user.creating), not in the handler: a slow
+gateway must not hold the user's update lock, so /start and /cancel still answer at once.
 """
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any
 
-from aiogram import F, Router
-from aiogram.filters import Command
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, or_f
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
@@ -20,10 +27,10 @@ from handlers.ui import views
 from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, LinkCb, MenuAction, MenuCb, NetworkCb
 from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
-from services.coupons import CouponChoice, CouponError
-from services.matrix import LINK_COIN, LINK_METHODS
-from services.money import AmountError, AmountLimits, AmountProblem, check_limits, format_usd, parse_usd_within
-from services.store import Deposit
+from services.coupons import CouponChoice, CouponError, promised_bonus
+from services.matrix import LINK_COIN, LINK_METHODS, coin_from_text
+from services.money import AmountError, AmountLimits, AmountProblem, check_limits, parse_usd_within
+from services.store import Deposit, User
 from services.store import coupons as coupon_repo
 from services.topup import TopupError, TopupProblem, TopupService
 
@@ -34,26 +41,49 @@ class TopupFlow(StatesGroup):
     coin = State()
     network = State()
     amount = State()
-    coupon = State()
     confirm = State()
+    coupon = State()  # entered from the confirmation ("🎟 Add coupon"); returns to it
     creating = State()
 
 
 # --- entering the flow ---
 
-async def topup_command(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+async def topup_command(message: Message, state: FSMContext, user: User, t: Translator,
+                        topup: TopupService) -> None:
+    if await _refused_by_limits(message, t, topup, user.id, edit=False):
+        return
+    await close_flow_message(message.bot, message.chat.id, state, t("flow.replaced"))
     sent = await message.answer(t("topup.pick-coin"), reply_markup=_coins_keyboard(t, topup))
     await _start_flow(state, sent.message_id)
 
 
-async def topup_button(cb: CallbackQuery, callback_data: MenuCb, state: FSMContext, t: Translator,
+async def topup_button(cb: CallbackQuery, callback_data: MenuCb, state: FSMContext, user: User, t: Translator,
                        topup: TopupService) -> None:
     await cb.answer()
     if not isinstance(cb.message, Message):
         return
+    if await _refused_by_limits(cb.message, t, topup, user.id, edit=not callback_data.below):
+        return
+    # An old menu tapped while a flow is open: the open flow is closed visibly, not silently replaced.
+    await close_flow_message(cb.bot, cb.message.chat.id, state, t("flow.replaced"), unless=cb.message.message_id)
     shown = await replace_or_answer(cb.message, t("topup.pick-coin"), _coins_keyboard(t, topup),
                                     below=callback_data.below)
     await _start_flow(state, shown.message_id)
+
+
+async def _refused_by_limits(message: Message, t: Translator, topup: TopupService, user_id: int, *,
+                             edit: bool) -> bool:
+    """Say the per-user limits before any step, with History one tap away."""
+    try:
+        await topup.check_user_limits(user_id)
+    except TopupError as exc:
+        text = t(f"topup.error.{exc.problem.value}", limit=exc.limit or 0)
+        if edit and message.text is not None:
+            await message.edit_text(text, reply_markup=views.limits_keyboard(t))
+        else:
+            await message.answer(text, reply_markup=views.limits_keyboard(t))
+        return True
+    return False
 
 
 def _coins_keyboard(t: Translator, topup: TopupService) -> InlineKeyboardMarkup:
@@ -63,6 +93,20 @@ def _coins_keyboard(t: Translator, topup: TopupService) -> InlineKeyboardMarkup:
 async def _start_flow(state: FSMContext, flow_message_id: int) -> None:
     await state.set_state(TopupFlow.coin)
     await state.set_data({"flow_msg": flow_message_id})
+
+
+async def close_flow_message(bot: Bot | None, chat_id: int, state: FSMContext, text: str, *,
+                             unless: int | None = None) -> None:
+    """Retire the open flow's message (its buttons would be out of date): say why, remove its keyboard.
+
+    A deposit still being created keeps its message: the creation task will finish it.
+    """
+    current = await state.get_state()
+    flow_msg = (await state.get_data()).get("flow_msg")
+    if bot is None or current is None or current == TopupFlow.creating.state or not flow_msg or flow_msg == unless:
+        return
+    with suppress(TelegramBadRequest):  # already gone or unchanged: nothing to retire
+        await bot.edit_message_text(text, chat_id=chat_id, message_id=int(flow_msg), reply_markup=None)
 
 
 async def _on_flow_message(cb: CallbackQuery, state: FSMContext, t: Translator) -> dict[str, Any] | None:
@@ -80,19 +124,34 @@ async def pick_coin(cb: CallbackQuery, callback_data: CoinCb, state: FSMContext,
                     topup: TopupService) -> None:
     if await _on_flow_message(cb, state, t) is None:
         return
-    networks = topup.matrix.networks(callback_data.coin)
-    if not networks:
+    if not topup.matrix.networks(callback_data.coin):
         await cb.answer(t("stale"))
         return
     await cb.answer()
     assert isinstance(cb.message, Message)
-    if len(networks) == 1:
-        await _ask_amount(cb.message, state, t, topup, callback_data.coin, networks[0], edit=True)
+    await _after_coin(cb.message, state, t, topup, callback_data.coin, edit=True)
+
+
+async def type_coin(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    """A coin typed by name (`usdt`, `Bitcoin`) picks it, as a tap would."""
+    coin = coin_from_text(message.text or "", topup.matrix.coins())
+    if coin is None:
+        await _show(message, state, t("topup.error.unknown-coin") + "\n\n" + t("topup.pick-coin"),
+                    _coins_keyboard(t, topup), edit=False)
         return
-    await state.update_data(coin=callback_data.coin)
+    await _after_coin(message, state, t, topup, coin, edit=False)
+
+
+async def _after_coin(message: Message, state: FSMContext, t: Translator, topup: TopupService, coin: str, *,
+                      edit: bool) -> None:
+    networks = topup.matrix.networks(coin)
+    if len(networks) == 1:
+        await _ask_amount(message, state, t, topup, coin, networks[0], edit=edit)
+        return
+    await state.update_data(coin=coin)
     await state.set_state(TopupFlow.network)
-    await cb.message.edit_text(t("topup.pick-network", coin=callback_data.coin),
-                               reply_markup=views.networks_keyboard(t, callback_data.coin, networks))
+    await _show(message, state, t("topup.pick-network", coin=coin), views.networks_keyboard(t, coin, networks),
+                edit=edit)
 
 
 async def pick_link(cb: CallbackQuery, callback_data: LinkCb, state: FSMContext, t: Translator,
@@ -131,9 +190,13 @@ async def _ask_amount(message: Message, state: FSMContext, t: Translator, topup:
     coin_minimum = topup.coin_minimum(coin, network)
     if coin_minimum:
         text += "\n" + t("topup.coin-minimum", minimum=coin_minimum)
-    keyboard = views.amount_keyboard(t, tuple(c for c in topup.quick_amounts_cents
-                                              if limits.min_cents <= c <= limits.max_cents))
-    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, keyboard, edit=edit)
+    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, _amount_keyboard(t, topup, limits),
+                edit=edit)
+
+
+def _amount_keyboard(t: Translator, topup: TopupService, limits: AmountLimits) -> InlineKeyboardMarkup:
+    return views.amount_keyboard(t, tuple(c for c in topup.quick_amounts_cents
+                                          if limits.min_cents <= c <= limits.max_cents))
 
 
 async def _flow_limits(state: FSMContext, topup: TopupService) -> AmountLimits:
@@ -149,7 +212,7 @@ async def _check_amount(state: FSMContext, topup: TopupService, cents: int) -> N
 
 
 def _amount_error(t: Translator, problem: AmountProblem, limits: AmountLimits) -> str:
-    return t(f"amount.error.{problem.value}", min=format_usd(limits.min_cents), max=format_usd(limits.max_cents))
+    return t(f"amount.error.{problem.value}", min=t.usd(limits.min_cents), max=t.usd(limits.max_cents))
 
 
 # --- amount ---
@@ -166,7 +229,8 @@ async def pick_amount(cb: CallbackQuery, callback_data: AmountCb, state: FSMCont
         return
     await cb.answer()
     assert isinstance(cb.message, Message)
-    await _ask_coupon(cb.message, state, t, callback_data.cents, edit=True)
+    await state.update_data(amount_cents=callback_data.cents)
+    await _show_confirm(cb.message, state, t, topup, None, edit=True)
 
 
 async def type_amount(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
@@ -176,22 +240,35 @@ async def type_amount(message: Message, state: FSMContext, t: Translator, topup:
         cents = parse_usd_within(message.text, limits)
         await _check_amount(state, topup, cents)
     except AmountError as exc:
-        await message.answer(_amount_error(t, exc.problem, limits))
+        await _show(message, state, _amount_error(t, exc.problem, limits), _amount_keyboard(t, topup, limits),
+                    edit=False)
         return
-    await _ask_coupon(message, state, t, cents, edit=False)
+    await state.update_data(amount_cents=cents)
+    await _show_confirm(message, state, t, topup, None, edit=False)
 
 
 async def amount_not_text(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
-    await message.answer(_amount_error(t, AmountProblem.FORMAT, await _flow_limits(state, topup)))
+    limits = await _flow_limits(state, topup)
+    await _show(message, state, _amount_error(t, AmountProblem.FORMAT, limits), _amount_keyboard(t, topup, limits),
+                edit=False)
 
 
-# --- coupon ---
+# --- coupon (optional, from the confirmation) ---
+
+async def add_coupon(cb: CallbackQuery, state: FSMContext, t: Translator) -> None:
+    data = await _on_flow_message(cb, state, t)
+    if data is None:
+        return
+    await cb.answer()
+    assert isinstance(cb.message, Message)
+    await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True)
+
 
 async def _ask_coupon(message: Message, state: FSMContext, t: Translator, amount_cents: int, *, edit: bool,
                       prefix: str | None = None) -> None:
     await state.update_data(amount_cents=amount_cents, coupon=None)
     await state.set_state(TopupFlow.coupon)
-    text = t("topup.ask-coupon", amount=format_usd(amount_cents))
+    text = t("topup.ask-coupon", amount=t.usd(amount_cents))
     await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, views.coupon_keyboard(t), edit=edit)
 
 
@@ -202,26 +279,17 @@ async def type_coupon(message: Message, state: FSMContext, t: Translator, topup:
         choice = await topup.choose_coupon(user_id=message.from_user.id, code=message.text,
                                            amount_cents=int(data["amount_cents"]), network=str(data["network"]))
     except CouponError as exc:
-        # The retry prompt becomes the flow message; buttons on the old one are now out of date.
         await _show(message, state, _coupon_error(t, exc), views.coupon_keyboard(t), edit=False)
         return
     await _show_confirm(message, state, t, topup, choice, edit=False)
 
 
-async def coupon_not_text(message: Message, t: Translator) -> None:
-    await message.answer(t("coupon.error.format"))
-
-
-async def skip_coupon(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
-    if await _on_flow_message(cb, state, t) is None:
-        return
-    await cb.answer()
-    assert isinstance(cb.message, Message)
-    await _show_confirm(cb.message, state, t, topup, None, edit=True)
+async def coupon_not_text(message: Message, state: FSMContext, t: Translator) -> None:
+    await _show(message, state, t("coupon.error.format"), views.coupon_keyboard(t), edit=False)
 
 
 def _coupon_error(t: Translator, exc: CouponError) -> str:
-    return t(f"coupon.error.{exc.problem.value}", min=format_usd(exc.min_amount_cents or 0))
+    return t(f"coupon.error.{exc.problem.value}", min=t.usd(exc.min_amount_cents or 0))
 
 
 # --- confirm and create ---
@@ -233,10 +301,13 @@ async def _show_confirm(message: Message, state: FSMContext, t: Translator, topu
     await state.set_state(TopupFlow.confirm)
     text = views.confirm_text(t, coin=data["coin"], network=data["network"], amount_cents=int(data["amount_cents"]),
                               coupon=choice, sandbox=topup.gateway.is_sandbox)
-    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text, views.confirm_keyboard(t), edit=edit)
+    await _show(message, state, f"{prefix}\n\n{text}" if prefix else text,
+                views.confirm_keyboard(t, with_coupon=choice is not None), edit=edit)
 
 
-async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService) -> None:
+async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, topup: TopupService,
+                         support_contact: str | None, creations: Any) -> None:
+    """Reserve the deposit here (local, fast), then let a background task ask the gateway."""
     data = await _on_flow_message(cb, state, t)
     if data is None:
         return
@@ -244,45 +315,59 @@ async def create_deposit(cb: CallbackQuery, state: FSMContext, t: Translator, to
     # Leave the confirm state first: a second tap (events are serialized per user) is now stale.
     await state.set_state(TopupFlow.creating)
     await cb.answer()
-    await cb.message.edit_text(t("confirm.creating"))
     coupon = data.get("coupon") or {}
     try:
-        deposit = await topup.create_deposit(
+        reservation = await topup.reserve_deposit(
             user_id=cb.from_user.id, chat_id=cb.message.chat.id, coin=data["coin"], network=data["network"],
             amount_cents=int(data["amount_cents"]), coupon_code=coupon.get("code"),
-            creating_message=(cb.message.chat.id, cb.message.message_id))
-    except CouponError as exc:
-        await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True, prefix=_coupon_error(t, exc))
+            creating_message=(cb.message.chat.id, cb.message.message_id), return_url=await _bot_link(cb.bot))
+    except (AmountError, CouponError, TopupError) as exc:
+        await creation_refused(cb.message, state, t, topup, data, exc, support_contact=support_contact)
         return
-    except AmountError as exc:
+    await state.update_data(creating=reservation.deposit_id)
+    await cb.message.edit_text(t("confirm.creating"), reply_markup=None)
+    creations.start(reservation, cb.message, state, t, support_contact)
+
+
+async def _bot_link(bot: Bot | None) -> str | None:
+    """https://t.me/<bot>: where a payment page sends the payer back when they are done."""
+    if bot is None:
+        return None
+    me = await bot.me()
+    return f"https://t.me/{me.username}" if me.username else None
+
+
+async def creation_refused(message: Message, state: FSMContext, t: Translator, topup: TopupService,
+                           data: dict[str, Any], exc: Exception, *, support_contact: str | None) -> None:
+    """Back to the step that can fix what went wrong, with that step's buttons (the flow message is edited)."""
+    coupon = data.get("coupon") or {}
+    if isinstance(exc, CouponError):
+        await _ask_coupon(message, state, t, int(data["amount_cents"]), edit=True, prefix=_coupon_error(t, exc))
+        return
+    if isinstance(exc, AmountError):
         limits = topup.limits_for(data["coin"], data["network"])
-        await _ask_amount(cb.message, state, t, topup, data["coin"], data["network"], edit=True,
+        await _ask_amount(message, state, t, topup, data["coin"], data["network"], edit=True,
                           prefix=_amount_error(t, exc.problem, limits))
         return
-    except TopupError as exc:
-        if exc.problem is TopupProblem.AMOUNT_REJECTED:
-            prefix = (t("topup.error.amount-min", minimum=exc.minimum) if exc.minimum
-                      else t("topup.error.amount-max", maximum=exc.maximum or "?"))
-            await _ask_amount(cb.message, state, t, topup, data["coin"], data["network"], edit=True, prefix=prefix)
-            return
-        if exc.problem in (TopupProblem.TOO_MANY_OPEN, TopupProblem.TOO_MANY_RECENT):
-            await state.clear()
-            key = "topup.error.too-many-open" if exc.problem is TopupProblem.TOO_MANY_OPEN \
-                else "topup.error.too-many-recent"
-            await cb.message.edit_text(t(key, limit=exc.limit or 0), reply_markup=views.main_menu(t))
-            return
-        if exc.problem is TopupProblem.PAIR_UNAVAILABLE:
-            await state.set_state(TopupFlow.coin)
-            await cb.message.edit_text(t("topup.error.pair-unavailable") + "\n\n" + t("topup.pick-coin"),
-                                       reply_markup=_coins_keyboard(t, topup))
-            return
-        choice = await _choice_from_state(topup, coupon, int(data["amount_cents"]))
-        await _show_confirm(cb.message, state, t, topup, choice, edit=True,
-                            prefix=t("topup.error.temporarily-unavailable"))
+    assert isinstance(exc, TopupError)
+    if exc.problem is TopupProblem.AMOUNT_REJECTED:
+        prefix = (t("topup.error.amount-min", minimum=exc.minimum) if exc.minimum
+                  else t("topup.error.amount-max", maximum=exc.maximum or "?"))
+        await _ask_amount(message, state, t, topup, data["coin"], data["network"], edit=True, prefix=prefix)
         return
-    await state.clear()
-    await cb.message.edit_text(t("confirm.created", id=deposit.id))
-    await send_deposit_card(cb.message, t, topup, deposit)
+    if exc.problem in (TopupProblem.TOO_MANY_OPEN, TopupProblem.TOO_MANY_RECENT):
+        await state.clear()
+        await message.edit_text(t(f"topup.error.{exc.problem.value}", limit=exc.limit or 0),
+                                reply_markup=views.limits_keyboard(t))
+        return
+    if exc.problem is TopupProblem.PAIR_UNAVAILABLE:
+        await state.set_state(TopupFlow.coin)
+        await message.edit_text(t("topup.error.pair-unavailable") + "\n\n" + t("topup.pick-coin"),
+                                reply_markup=_coins_keyboard(t, topup))
+        return
+    choice = await _choice_from_state(topup, coupon, int(data["amount_cents"]))
+    await _show_confirm(message, state, t, topup, choice, edit=True,
+                        prefix=t("topup.error.temporarily-unavailable") + views.support_line(t, support_contact))
 
 
 async def _choice_from_state(topup: TopupService, coupon: dict[str, Any], amount_cents: int) -> CouponChoice | None:
@@ -295,18 +380,23 @@ async def _choice_from_state(topup: TopupService, coupon: dict[str, Any], amount
 
 
 async def send_deposit_card(message: Message, t: Translator, topup: TopupService, deposit: Deposit) -> None:
+    """Send the card and make it the deposit's one live card: a card shown before loses its buttons."""
     sandbox = topup.gateway.is_sandbox
+    bonus = await promised_bonus(topup.db.reader, deposit)
+    caption = views.deposit_caption(t, deposit, sandbox=sandbox, bonus_cents=bonus)
+    keyboard = views.deposit_keyboard(t, deposit, sandbox=sandbox)
     if deposit.is_link:  # nothing to scan: the card is the link and what happens next
-        card = await message.answer(views.deposit_caption(t, deposit, sandbox=sandbox),
-                                    reply_markup=views.deposit_keyboard(t, deposit, sandbox=sandbox))
-        await topup.attach_message(deposit.id, card.chat.id, card.message_id)
-        return
-    assert deposit.address is not None
-    card = await message.answer_photo(
-        BufferedInputFile(views.qr_png(deposit.address), filename=f"deposit-{deposit.id}.png"),
-        caption=views.deposit_caption(t, deposit, sandbox=sandbox),
-        reply_markup=views.deposit_keyboard(t, deposit, sandbox=sandbox))
+        card = await message.answer(caption, reply_markup=keyboard)
+    else:
+        assert deposit.address is not None
+        card = await message.answer_photo(
+            BufferedInputFile(views.qr_png(views.qr_payload(deposit)), filename=f"deposit-{deposit.id}.png"),
+            caption=caption, reply_markup=keyboard)
     await topup.attach_message(deposit.id, card.chat.id, card.message_id)
+    if deposit.message_id is not None and deposit.message_chat_id is not None and message.bot is not None:
+        with suppress(TelegramBadRequest):  # the old card is gone or already bare
+            await message.bot.edit_message_reply_markup(chat_id=deposit.message_chat_id,
+                                                        message_id=deposit.message_id, reply_markup=None)
 
 
 # --- back and cancel ---
@@ -327,10 +417,10 @@ async def back(cb: CallbackQuery, state: FSMContext, t: Translator, topup: Topup
         await state.set_state(TopupFlow.network)
         await cb.message.edit_text(t("topup.pick-network", coin=coin),
                                    reply_markup=views.networks_keyboard(t, str(coin), topup.matrix.networks(str(coin))))
-    elif current == TopupFlow.coupon.state:
-        await _ask_amount(cb.message, state, t, topup, str(coin), str(data.get("network")), edit=True)
     elif current == TopupFlow.confirm.state:
-        await _ask_coupon(cb.message, state, t, int(data["amount_cents"]), edit=True)
+        await _ask_amount(cb.message, state, t, topup, str(coin), str(data.get("network")), edit=True)
+    elif current == TopupFlow.coupon.state:
+        await _show_confirm(cb.message, state, t, topup, None, edit=True)
 
 
 async def cancel_flow(cb: CallbackQuery, state: FSMContext, t: Translator) -> None:
@@ -344,12 +434,18 @@ async def cancel_flow(cb: CallbackQuery, state: FSMContext, t: Translator) -> No
 
 async def _show(message: Message, state: FSMContext, text: str, keyboard: InlineKeyboardMarkup, *,
                 edit: bool) -> None:
-    """Edit the flow message in place, or send a new one (after the user typed) and make it the flow message."""
+    """Edit the flow message in place, or send a new one (after the user typed) and make it the flow message;
+    the one before then loses its keyboard, so only the newest buttons are live."""
     if edit:
         await message.edit_text(text, reply_markup=keyboard)
         return
+    previous = (await state.get_data()).get("flow_msg")
     sent = await message.answer(text, reply_markup=keyboard)
     await state.update_data(flow_msg=sent.message_id)
+    if previous and message.bot is not None:
+        with suppress(TelegramBadRequest):  # already bare, or deleted by the user
+            await message.bot.edit_message_reply_markup(chat_id=message.chat.id, message_id=int(previous),
+                                                        reply_markup=None)
 
 
 def build_router() -> Router:
@@ -360,13 +456,15 @@ def build_router() -> Router:
     router.callback_query.register(topup_button, MenuCb.filter(F.action == MenuAction.TOPUP))
     router.callback_query.register(pick_coin, TopupFlow.coin, CoinCb.filter())
     router.callback_query.register(pick_link, TopupFlow.coin, LinkCb.filter())
+    router.message.register(type_coin, TopupFlow.coin, F.text, NOT_COMMAND)
     router.callback_query.register(pick_network, TopupFlow.network, NetworkCb.filter())
     router.callback_query.register(pick_amount, TopupFlow.amount, AmountCb.filter())
     router.message.register(type_amount, TopupFlow.amount, F.text, NOT_COMMAND)
     router.message.register(amount_not_text, TopupFlow.amount, NOT_COMMAND)
-    router.message.register(type_coupon, TopupFlow.coupon, F.text, NOT_COMMAND)
+    router.callback_query.register(add_coupon, TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.ADD_COUPON))
+    # A code typed at the confirmation is a coupon too: no need to find "Add coupon" first.
+    router.message.register(type_coupon, or_f(TopupFlow.coupon, TopupFlow.confirm), F.text, NOT_COMMAND)
     router.message.register(coupon_not_text, TopupFlow.coupon, NOT_COMMAND)
-    router.callback_query.register(skip_coupon, TopupFlow.coupon, FlowCb.filter(F.action == FlowAction.SKIP_COUPON))
     router.callback_query.register(create_deposit, TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.CREATE))
     router.callback_query.register(back, FlowCb.filter(F.action == FlowAction.BACK))
     router.callback_query.register(cancel_flow, FlowCb.filter(F.action == FlowAction.CANCEL))

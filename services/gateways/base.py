@@ -32,6 +32,7 @@ class DepositRequest:
     network: str
     amount_cents: int
     coupon_code: str | None = None  # only a code the gateway itself knows
+    return_url: str | None = None   # where a payment page sends the payer back (the bot: https://t.me/<bot>)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ async def reserve(conn: Conn, *, user_id: int, chat_id: int, gateway: str, coin:
 
 async def mark_created(conn: Conn, deposit_id: int, *, order_id: str, address: str | None,
                        pay_amount: Decimal | None, pay_currency: str, expires_at: int, payment_url: str | None,
-                       quoted_cents: int | None, first_check_at: int) -> None:
-    await execute(
+                       quoted_cents: int | None, first_check_at: int) -> bool:
+    """False if the deposit is no longer being created (the user abandoned it meanwhile): nothing is written."""
+    return 1 == await execute(
         conn,
         """
         UPDATE deposits SET status = 'pending', order_id = ?, address = ?, pay_amount = ?, pay_currency = ?,
@@ -44,6 +45,12 @@ async def mark_created(conn: Conn, deposit_id: int, *, order_id: str, address: s
         (order_id, address, None if pay_amount is None else str(pay_amount), pay_currency, expires_at, payment_url,
          quoted_cents, first_check_at, now_ts(), deposit_id),
     )
+
+
+async def record_late_order(conn: Conn, deposit_id: int, order_id: str) -> None:
+    """Keep the gateway's order for a deposit abandoned while it was being created, for the operator's trail."""
+    await execute(conn, "UPDATE deposits SET order_id = ?, updated_at = ? WHERE id = ? AND order_id IS NULL",
+                  (order_id, now_ts(), deposit_id))
 
 
 async def get(conn: Conn, deposit_id: int) -> Deposit | None:
@@ -181,6 +188,12 @@ async def count_open_for_user(conn: Conn, user_id: int) -> int:
     return int(await fetch_value(
         conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status IN ('creating', 'pending') AND user_id = ?",
         (user_id,)))
+
+
+async def count_waiting_for_user(conn: Conn, user_id: int) -> int:
+    """Deposits of this user shown with an address or a page and not paid yet."""
+    return int(await fetch_value(
+        conn, f"SELECT COUNT(*) FROM deposits WHERE {_OPEN} AND status = 'pending' AND user_id = ?", (user_id,)))
 
 
 async def count_started_since(conn: Conn, user_id: int, since: int) -> int:
