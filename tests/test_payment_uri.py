@@ -28,7 +28,8 @@ def decode_qr(png: bytes) -> str:
 @pytest.mark.parametrize(("coin", "address", "amount", "expected"), [
     ("BTC", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", "0.00041667",
      "bitcoin:bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq?amount=0.00041667"),
-    ("LTC", "LTdsVS8VDw6syvfQADdhf2PHAm3rMGJvPX", "0.3125", "litecoin:LTdsVS8VDw6syvfQADdhf2PHAm3rMGJvPX?amount=0.3125"),
+    ("LTC", "LTdsVS8VDw6syvfQADdhf2PHAm3rMGJvPX", "0.3125",
+     "litecoin:LTdsVS8VDw6syvfQADdhf2PHAm3rMGJvPX?amount=0.3125"),
     ("DOGE", "DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L", "150", "dogecoin:DH5yaieqoZN36fDVciNyRueRGvGLR3mr7L?amount=150"),
     ("DASH", "XuUGDZHrKLo841CyamDbG5W7n59epA71h2", "1.2", "dash:XuUGDZHrKLo841CyamDbG5W7n59epA71h2?amount=1.2"),
     # CashAddr carries its prefix already; a legacy address gets it.

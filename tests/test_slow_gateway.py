@@ -7,6 +7,7 @@ customer cancelled is cancelled at the gateway and never shown.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from services.gateways.base import CreatedDeposit, DepositRequest
 from services.gateways.sandbox import SandboxGateway
 from services.store import DepositStatus, deposits
+from tests.conftest import TEST_REDIS_URL, service_missing
 from tests.fakes.bot_api import FakeBotAPI
 from tests.harness import Harness
 
@@ -39,10 +41,15 @@ class SlowGateway(SandboxGateway):
         self.cancelled.append(order_id)
 
 
-@pytest.fixture
-async def slow(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[tuple[Harness, SlowGateway]]:
+@pytest.fixture(params=["in-memory lock", "RedisEventIsolation"])
+async def slow(request: pytest.FixtureRequest, api: FakeBotAPI,
+               tmp_path: Path) -> AsyncIterator[tuple[Harness, SlowGateway]]:
+    """The bot with a slow gateway, under both per-user locks: one process, and Redis for many instances."""
     gateway = SlowGateway()
-    h = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway)
+    env = {}
+    if request.param == "RedisEventIsolation":
+        env = {"REDIS_URL": TEST_REDIS_URL, "REDIS_KEY_PREFIX": await own_redis_prefix()}
+    h = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway, **env)
     h.wait_for_creations = False
     h.creations.still_working_after = 0.05  # the bot waits 3 s; the test needn't
     try:
@@ -51,6 +58,33 @@ async def slow(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[tuple[Harness, 
         gateway.gate.set()
         await h.creations.join()
         await h.close()
+        if env:
+            await drop_redis_keys(env["REDIS_KEY_PREFIX"])
+
+
+async def own_redis_prefix() -> str:
+    """A fresh key prefix in the test Redis; drop_redis_keys removes its keys afterwards."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        service_missing(f"Redis not reachable at {TEST_REDIS_URL} ({exc}); start it or set TEST_REDIS_URL")
+    finally:
+        await client.aclose()
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+async def drop_redis_keys(prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 async def tap_create(h: Harness, gateway: SlowGateway) -> dict:
