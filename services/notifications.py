@@ -96,6 +96,7 @@ class DepositCard(Payload):
     deposit: Deposit
     user: User | None
     message_id: int
+    promised_bonus_cents: int = 0  # the coupon bonus the confirmation promised, said again while it waits
 
     def reader(self) -> User | None:
         return self.user

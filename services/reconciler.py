@@ -12,7 +12,7 @@ from services import notifications
 from services.alerts import alert_operator
 from services.gateways.base import Gateway, GatewayError, GatewayMisconfigured
 from services.notifications import DepositInterrupted
-from services.settlement import Outcome, Settler
+from services.settlement import Outcome, Settler, enqueue_card_refresh
 from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons, deposits, users
 
@@ -76,6 +76,7 @@ class Reconciler:
         for deposit in await deposits.pending_past_expiry(self._db.reader, now):
             if await self._settler.expire(deposit.id):
                 report.expired += 1
+        await self._refresh_countdowns(now)
         async with self._db.transaction() as tx:
             due = await deposits.lease_due_for_check(tx, now, lease_seconds=CHECK_LEASE_SECONDS)
         for deposit in due:
@@ -89,6 +90,18 @@ class Reconciler:
                 log.exception("reconciler: deposit %s could not be checked; retrying later", deposit.id)
                 await self._schedule(deposit.id, now + self._backoff(deposit), failed=True)
         return report
+
+    async def _refresh_countdowns(self, now: int) -> None:
+        """Keep each waiting card's "about N min" true: a card edit each time the shown number changes, never
+        twice for one number (the outbox's dedupe key), so at most once a minute per card."""
+        waiting = await deposits.pending_with_cards(self._db.reader, now)
+        if not waiting:
+            return
+        async with self._db.transaction() as tx:
+            for deposit in waiting:
+                await enqueue_card_refresh(tx, deposit, f"left:{deposit.minutes_left(now)}")
+        if self._settler.after_commit is not None:
+            self._settler.after_commit()
 
     async def _check(self, deposit: Deposit, now: int, report: PassReport) -> None:
         assert deposit.order_id is not None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR
 from enum import Enum
 
+from services.coupons import promised_bonus
 from services.gateways.base import PaymentState, PaymentUpdate
 from services.notifications import (
     AdminDepositExpired,
@@ -127,6 +128,7 @@ class Settlement:
     credited_cents: int = 0
     bonus_cents: int = 0
     balance_cents: int | None = None
+    card_news: bool = False  # nothing about money changed, but the card has news to show ("payment seen")
 
 
 class Settler:
@@ -161,10 +163,18 @@ class Settler:
             await self._flag(tx, deposit, f"status:{update.raw_status or update.state.value}",
                              reason=update.note or update.raw_status or update.state.value)
             return Settlement(Outcome.FLAGGED, deposit)
+        if update.seen and await deposits.mark_seen(tx, deposit.id):
+            # Not money, but news: the card says "payment seen, waiting for confirmations".
+            seen = await deposits.get(tx, deposit.id)
+            assert seen is not None
+            await enqueue_card_refresh(tx, seen, "seen")
+            return Settlement(Outcome.UNCHANGED, seen, card_news=True)
         return Settlement(Outcome.UNCHANGED, deposit)
 
     def settled(self, update: PaymentUpdate, result: Settlement) -> None:
         """After the commit: wake the delivery worker and log what changed."""
+        if result.card_news and self.after_commit is not None:
+            self.after_commit()
         if result.outcome in (Outcome.UNCHANGED, Outcome.UNKNOWN_ORDER):
             return
         if self.after_commit is not None:
@@ -291,19 +301,29 @@ class Settler:
         await self._events.deposit_event(tx, EventType.DEPOSIT_REVIEW, deposit.id, f"review:{key}", reason=reason)
 
     async def _enqueue_card(self, tx: Conn, deposit: Deposit, user: User | None = None) -> None:
-        """Show the deposit's new status on its card; an older card update still waiting is dropped, so a late retry
-        never puts an outdated status back."""
-        if deposit.message_id is None or deposit.message_chat_id is None:
-            return
-        card_key = f"deposit:{deposit.id}:card:"
-        await outbox.supersede(tx, [card_key + status.value for status in DepositStatus if status != deposit.status])
-        if user is None:
-            user = await users.get(tx, deposit.user_id)
-        await queue(tx, DepositCard(deposit, user, deposit.message_id), chat_id=deposit.message_chat_id,
-                    user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=card_key + deposit.status.value)
+        """Show the deposit's new status on its card."""
+        await enqueue_card_refresh(tx, deposit, deposit.status.value, user)
 
     async def _enqueue_admin(self, tx: Conn, deposit: Deposit, key: str, payload: Payload) -> None:
         if self._admin_chat_id is None:
             return
         await queue(tx, payload, chat_id=self._admin_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,
                     dedupe_key=f"deposit:{deposit.id}:admin:{key}")
+
+
+async def enqueue_card_refresh(tx: Conn, deposit: Deposit, news: str, user: User | None = None) -> None:
+    """Bring the deposit's card up to date, once per piece of news (a status, "seen", a countdown step).
+
+    A newer card update replaces any older one still waiting, so a late retry never puts an outdated card back.
+    """
+    if deposit.message_id is None or deposit.message_chat_id is None:
+        return
+    card_key = f"deposit:{deposit.id}:card:"
+    if await outbox.queued(tx, card_key + news):
+        return
+    await outbox.supersede_prefix(tx, card_key)
+    if user is None:
+        user = await users.get(tx, deposit.user_id)
+    await queue(tx, DepositCard(deposit, user, deposit.message_id, await promised_bonus(tx, deposit)),
+                chat_id=deposit.message_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,
+                dedupe_key=card_key + news)

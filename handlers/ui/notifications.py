@@ -64,15 +64,16 @@ class NotificationRenderer:
                                 views.deposit_keyboard(t, payload.deposit, sandbox=self._sandbox))
             case DepositCard():
                 deposit = payload.deposit
-                return Outgoing(views.deposit_caption(t, deposit, sandbox=self._sandbox),
+                return Outgoing(views.deposit_caption(t, deposit, sandbox=self._sandbox,
+                                                      bonus_cents=payload.promised_bonus_cents),
                                 views.deposit_keyboard(t, deposit, sandbox=self._sandbox),
                                 edit_message_id=payload.message_id, caption=not deposit.is_link)
             case DepositInterrupted():
                 return Outgoing(t("topup.interrupted"), views.main_menu(t), edit_message_id=payload.message_id)
             case BalanceAdjusted():
                 key = "admin.users.notify-debit" if payload.cents < 0 else "admin.users.notify-credit"
-                return Outgoing(t(key, amount=format_usd(abs(payload.cents)),
-                                  balance=format_usd(payload.balance_cents), reason=payload.reason))
+                return Outgoing(t(key, amount=t.usd(abs(payload.cents)), balance=t.usd(payload.balance_cents),
+                                  reason=payload.reason))
             case BalanceCharged() | BalanceRefunded():
                 return Outgoing(views.spend_text(t, refund=isinstance(payload, BalanceRefunded),
                                                  amount_cents=payload.amount_cents, description=payload.description,

@@ -29,6 +29,7 @@ from handlers.ui.callbacks import (
 from services.coupons import CouponChoice
 from services.matrix import LINK_METHODS, network_title
 from services.money import format_crypto
+from services.explorers import tx_url
 from services.payment_uri import payment_uri
 from services.store import Deposit, DepositStatus, LedgerEntry, LedgerKind
 
@@ -206,13 +207,15 @@ def format_time(ts: int) -> str:
 def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, bonus_cents: int = 0,
                     now: float | None = None) -> str:
     """The card's text; `bonus_cents` is the bonus the confirmation promised (services.coupons.promised_bonus)."""
-    status_line = t(f"deposit.status.{deposit.status.value}")
+    seen = deposit.status is DepositStatus.PENDING and deposit.seen_at is not None
+    status_line = t("deposit.seen") if seen else t(f"deposit.status.{deposit.status.value}")
     lines = [t("deposit.title", id=deposit.id, status=status_line)]
+    now = now if now is not None else time.time()
     if deposit.status is DepositStatus.PAID:
         lines.append(t("deposit.paid-line", amount=t.usd(deposit.credited_cents or 0)))
         if deposit.bonus_cents:
             lines.append(t("deposit.bonus-line", bonus=t.usd(deposit.bonus_cents)))
-        return "\n".join(lines)
+        return "\n".join(lines + _paid_details(t, deposit, sandbox=sandbox))
     if deposit.status in (DepositStatus.EXPIRED, DepositStatus.CANCELLED, DepositStatus.FAILED):
         lines += ["", t("deposit.do-not-pay-link" if deposit.is_link else "deposit.do-not-send")]
         return "\n".join(lines)
@@ -220,8 +223,7 @@ def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, bonus_cen
         lines += ["", t("deposit.link-pay", amount=t.usd(deposit.amount_cents),
                         method=network_title(deposit.network))]
         if deposit.expires_at:
-            minutes = max(0, int(deposit.expires_at - (now if now is not None else time.time()))) // 60
-            lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=minutes))
+            lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=deposit.minutes_left(now)))
         lines += [t("deposit.credit", amount=credit_summary(t, deposit.expected_credit_cents, bonus_cents)),
                   t(f"deposit.link-note.{deposit.method}")]
         return "\n".join(lines)
@@ -235,9 +237,10 @@ def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, bonus_cen
         "",
         t("deposit.warning", coin=deposit.coin, network=network),
     ]
-    if deposit.expires_at:
-        minutes = max(0, int(deposit.expires_at - (now if now is not None else time.time()))) // 60
-        lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=minutes))
+    if seen:
+        lines.append(t("deposit.seen-note"))
+    elif deposit.expires_at:
+        lines.append(t("deposit.expires", at=format_time(deposit.expires_at), minutes=deposit.minutes_left(now)))
     lines.append(t("deposit.credit", amount=credit_summary(t, deposit.expected_credit_cents, bonus_cents)))
     lines.append(t("deposit.qr-uri" if _payment_uri(deposit) else "deposit.qr-address"))
     if deposit.gateway_coupon:
@@ -245,6 +248,21 @@ def deposit_caption(t: Translator, deposit: Deposit, *, sandbox: bool, bonus_cen
     if sandbox:
         lines += ["", t("sandbox.deposit-notice")]
     return "\n".join(lines)
+
+
+def _paid_details(t: Translator, deposit: Deposit, *, sandbox: bool) -> list[str]:
+    """What was paid, on which network, and the transaction (linked to its explorer where one is standard)."""
+    lines = []
+    if deposit.is_link:
+        lines.append(t("deposit.paid-method", method=network_title(deposit.network)))
+    elif deposit.pay_amount is not None:
+        lines.append(t("deposit.paid-sent", amount=format_crypto(deposit.pay_amount),
+                       coin=deposit.pay_currency or deposit.coin, network=network_title(deposit.network, deposit.coin)))
+    if deposit.txid:
+        url = None if sandbox else tx_url(deposit.network, deposit.txid)
+        shown = deposit.txid if len(deposit.txid) <= 20 else f"{deposit.txid[:8]}…{deposit.txid[-8:]}"
+        lines.append(t("deposit.paid-tx-link", url=url, txid=shown) if url else t("deposit.paid-tx", txid=deposit.txid))
+    return lines
 
 
 def deposit_keyboard(t: Translator, deposit: Deposit, *, sandbox: bool) -> InlineKeyboardMarkup | None:

@@ -70,6 +70,7 @@ class PaymentUpdate:
     currency: str | None = None    # the coin actually paid, when the gateway says; must match the deposit's
     note: str | None = None        # for the operator: why this needs a look (shortfall, excess)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    seen: bool = False             # pending, but the payment is on chain and waits for confirmations
     # The invoice's own figures as the gateway reports them now, cross-checked against what the bot recorded when
     # it created the deposit (settlement.judge_credit): any disagreement holds the deposit for a person.
     invoice_usd_cents: int | None = None   # the invoice's USD value (Cryptomus `amount`, SMSOnline `amountInUSD`)

@@ -41,6 +41,9 @@ NAME = "cryptomus"
 _PAID = {"paid", "paid_over"}
 _FAILED = {"fail", "system_fail"}
 _REFUNDED = {"refund_process", "refund_fail", "refund_paid"}
+# "Transaction seen, waiting for confirmations" (reference 2.7). `check` is not: it still waits for the transaction
+# to appear on chain, so the card would promise too much.
+SEEN_STATUS = "confirm_check"
 _KNOWN_PENDING = {"check", "process", "confirm_check", "wrong_amount_waiting"}
 _LIMIT_RE = re.compile(r"(Minimum|Maximum) amount ([0-9.]+ ?[A-Za-z0-9]*)", re.IGNORECASE)
 _PAIR_ERRORS = ("network was not found", "currency was not found", "not found service")
@@ -269,7 +272,8 @@ class CryptomusGateway:
                              invoice_usd_cents=None if invoice_amount is None else decimal_to_cents(invoice_amount),
                              invoice_currency=invoice_currency if isinstance(invoice_currency, str) else None,
                              due_amount=parse_decimal(data.get("payer_amount")),
-                             received_amount=parse_decimal(data.get("payment_amount")))
+                             received_amount=parse_decimal(data.get("payment_amount")),
+                             seen=state is PaymentState.PENDING and status == SEEN_STATUS)
 
     async def _refresh_pairs(self) -> frozenset[Pair]:
         """Ask which pairs are available now and their limits (reference 2.5); keeps the old list on failure."""

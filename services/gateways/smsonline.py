@@ -299,7 +299,9 @@ class SMSOnlineGateway:
                              currency=currency if isinstance(currency, str) and currency else None,
                              invoice_usd_cents=None if invoice_usd is None else decimal_to_cents(invoice_usd),
                              due_amount=parse_decimal(result.get("amountInCrypto")),
-                             received_amount=parse_decimal(result.get("payment_amount")))
+                             received_amount=parse_decimal(result.get("payment_amount")),
+                             # Its statuses are Cryptomus' (reference 1.5): the same "seen, confirming" one.
+                             seen=state is PaymentState.PENDING and status == "confirm_check")
 
 
 def _describe(body: Any) -> str:

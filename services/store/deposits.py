@@ -109,6 +109,13 @@ async def mark_paid(conn: Conn, deposit_id: int, *, credited_cents: int, bonus_c
     return Deposit.from_row(row)
 
 
+async def mark_seen(conn: Conn, deposit_id: int) -> bool:
+    """Record, once, that the payment was seen on chain; True if this call recorded it."""
+    return 1 == await execute(conn, "UPDATE deposits SET seen_at = ?, updated_at = ? "
+                                    "WHERE id = ? AND status = 'pending' AND seen_at IS NULL",
+                              (now_ts(), now_ts(), deposit_id))
+
+
 async def attach_message(conn: Conn, deposit_id: int, chat_id: int, message_id: int) -> None:
     await execute(conn, "UPDATE deposits SET message_chat_id = ?, message_id = ? WHERE id = ?",
                   (chat_id, message_id, deposit_id))
@@ -170,6 +177,14 @@ async def pending_past_expiry(conn: Conn, now: int) -> list[Deposit]:
     rows = await fetch_all(
         conn, f"SELECT * FROM deposits WHERE {_OPEN} AND status = 'pending' AND expires_at IS NOT NULL "
         "AND expires_at <= ?", (now,))
+    return [Deposit.from_row(r) for r in rows]
+
+
+async def pending_with_cards(conn: Conn, now: int) -> list[Deposit]:
+    """Deposits waiting for payment, still valid, whose card was sent: their countdown is kept true."""
+    rows = await fetch_all(
+        conn, f"SELECT * FROM deposits WHERE {_OPEN} AND status = 'pending' AND expires_at > ? "
+        "AND message_id IS NOT NULL", (now,))
     return [Deposit.from_row(r) for r in rows]
 
 

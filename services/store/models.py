@@ -99,11 +99,21 @@ class Deposit:
     paid_at: int | None
     method: str = "wallet"
     test: bool = False       # made by the sandbox: test money, never real
+    seen_at: int | None = None  # the gateway saw the payment on chain; waiting for confirmations
 
     @property
     def is_link(self) -> bool:
         """Paid on a page the user opens, not by sending coins to an address we show."""
         return self.method != "wallet"
+
+    def minutes_left(self, now: float) -> int:
+        """The card's countdown: whole minutes, in steps of 5 above 10, so it changes at most once a minute
+        (and only every 5 minutes while there is plenty of time), which keeps card edits far below Telegram's limits.
+        """
+        if self.expires_at is None:
+            return 0
+        minutes = max(0, -int((now - self.expires_at) // 60))  # rounded up: "about 30 min" for 29:59 left
+        return minutes if minutes <= 10 else -(-minutes // 5) * 5
 
     @property
     def expected_credit_cents(self) -> int:
@@ -142,6 +152,7 @@ class Deposit:
             paid_at=row["paid_at"],
             method=row["method"],
             test=bool(row["test"]) if "test" in row.keys() else False,
+            seen_at=row["seen_at"] if "seen_at" in row.keys() else None,
         )
 
 

@@ -37,6 +37,14 @@ async def supersede(conn: Conn, dedupe_keys: list[str]) -> None:
         """, dedupe_keys)
 
 
+async def supersede_prefix(conn: Conn, prefix: str) -> None:
+    """Drop every still-pending notification whose key starts with `prefix` (e.g. all of one deposit's card updates)."""
+    await execute(conn, """
+        UPDATE notifications SET status = 'failed', last_error = 'superseded by a newer one'
+        WHERE dedupe_key LIKE ? ESCAPE '\\' AND status = 'pending'
+    """, (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",))
+
+
 async def queued(conn: Conn, dedupe_key: str) -> bool:
     """Whether a notification with this key was ever queued (sent or not)."""
     return await fetch_value(conn, "SELECT 1 FROM notifications WHERE dedupe_key = ?", (dedupe_key,)) is not None

@@ -438,6 +438,8 @@ _V9: list[Step] = [
     "DROP INDEX notifications_due",
     "CREATE INDEX notifications_due ON notifications(channel, status, next_attempt_at) WHERE status = 'pending'",
 ]
+# v10: when the gateway first reported the payment seen on chain, waiting for confirmations (the card says so).
+_V10: list[Step] = ["ALTER TABLE deposits ADD COLUMN seen_at INTEGER"]
 
 MIGRATIONS: list[tuple[int, list[Step]]] = [
     (1, _V1),
@@ -449,6 +451,7 @@ MIGRATIONS: list[tuple[int, list[Step]]] = [
     (7, _V7),
     (8, _V8),
     (9, _V9),
+    (10, _V10),
 ]
 
 _PG_WORDS = [
