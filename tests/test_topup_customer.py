@@ -204,6 +204,17 @@ async def test_a_sticker_at_the_coupon_step_keeps_back_and_cancel(harness: Harne
     assert harness.buttons(harness.last(USER)) == ["⬅️ Back", "✖️ Cancel"]
 
 
+async def test_words_at_the_network_step_get_the_networks_again(harness: Harness) -> None:
+    await harness.send(USER, "/topup")
+    await harness.tap(USER, "USDT")
+
+    await harness.send(USER, "trc20 please")
+
+    assert "Please pick the network with a button below" in harness.last_text(USER)
+    assert "TRON (TRC-20)" in harness.buttons(harness.last(USER))
+    assert len(live_keyboards(harness)) == 1
+
+
 # --- item 8: limits are said when Top up is tapped ------------------------------------------------------------------
 
 async def test_the_open_deposit_limit_is_said_at_top_up_with_history_offered(api: FakeBotAPI, tmp_path: Path) -> None:

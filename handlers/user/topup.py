@@ -154,6 +154,18 @@ async def _after_coin(message: Message, state: FSMContext, t: Translator, topup:
                 edit=edit)
 
 
+async def network_not_picked(message: Message, state: FSMContext, t: Translator, topup: TopupService) -> None:
+    """Words at the network step: the networks again, with a word on why (an error keeps its step's buttons)."""
+    coin = str((await state.get_data()).get("coin"))
+    networks = topup.matrix.networks(coin)
+    if not networks:
+        await _show(message, state, t("topup.pick-coin"), _coins_keyboard(t, topup), edit=False)
+        await state.set_state(TopupFlow.coin)
+        return
+    await _show(message, state, t("topup.error.pick-network") + "\n\n" + t("topup.pick-network", coin=coin),
+                views.networks_keyboard(t, coin, networks), edit=False)
+
+
 async def pick_link(cb: CallbackQuery, callback_data: LinkCb, state: FSMContext, t: Translator,
                     topup: TopupService) -> None:
     """A payment page instead of a coin: straight to the amount."""
@@ -458,6 +470,7 @@ def build_router() -> Router:
     router.callback_query.register(pick_link, TopupFlow.coin, LinkCb.filter())
     router.message.register(type_coin, TopupFlow.coin, F.text, NOT_COMMAND)
     router.callback_query.register(pick_network, TopupFlow.network, NetworkCb.filter())
+    router.message.register(network_not_picked, TopupFlow.network, NOT_COMMAND)
     router.callback_query.register(pick_amount, TopupFlow.amount, AmountCb.filter())
     router.message.register(type_amount, TopupFlow.amount, F.text, NOT_COMMAND)
     router.message.register(amount_not_text, TopupFlow.amount, NOT_COMMAND)
