@@ -42,14 +42,17 @@ class AmountLimits:
     max_cents: int
 
 
-def parse_usd(text: str) -> int:
+def parse_usd(text: str, *, thousands: bool = True) -> int:
     """Parse what a person types as a USD amount (`5`, `5.15`, `5,15`, `$5`, `1 000`, `1,000.50`) into cents.
 
     Refuses letters, signs, exponents, ambiguous separators and more than two decimals, so that
-    what the user meant is never guessed.
+    what the user meant is never guessed. `thousands=False` refuses separators too (staff commands that move
+    money take plain numbers only).
     """
     match = _AMOUNT_RE.fullmatch(text.strip())
     if match is None:
+        raise AmountError(AmountProblem.FORMAT)
+    if not thousands and match.group("plain") is None:
         raise AmountError(AmountProblem.FORMAT)
     for form in ("spaced", "commas", "plain"):
         if match.group(form) is not None:

@@ -285,7 +285,7 @@ async def test_the_note_to_the_user_is_in_their_language(api: FakeBotAPI, databa
         await admin_says(h, "/credit 555 5 возврат")
         await h.tap(ADMIN, "Confirm", chat_id=CHAT)
         await h.deliver()
-        assert "пополнила ваш баланс на $5.00" in h.last_text(USER)
+        assert "пополнила ваш баланс на 5,00\u00a0$" in h.last_text(USER)
     finally:
         await h.close()
 

@@ -152,7 +152,7 @@ async def _ask_adjustment(message: Message, command: CommandObject, t: Translato
         await message.reply(t(usage_key))
         return
     try:
-        cents = parse_usd(parts[1])  # exactly as a user's amount is read: no signs, at most two decimals
+        cents = parse_usd(parts[1], thousands=False)  # no signs, at most two decimals, no separators
     except AmountError:
         await message.reply(t("admin.users.bad-amount", amount=short(parts[1], 40)) + "\n\n" + t(usage_key))
         return
