@@ -385,6 +385,7 @@ async def run(settings: Settings) -> None:
                                              polling=webhook_secret is None)
     finally:
         await runner.cleanup()  # in webhook mode this also runs the dispatcher's shutdown
+        await app.dispatcher["creations"].close()  # while the bot can still tell users about cut-short creations
         await bot.session.close()
         await app.close()
 

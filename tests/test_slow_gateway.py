@@ -97,10 +97,12 @@ async def tap_create(h: Harness, gateway: SlowGateway) -> dict:
 
 
 async def until(condition, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(poll(), timeout)
+    """Wait for what the bot does in the background (the creation task) to show in the fake Bot API."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the bot did not get there in time")
 
 
 async def test_start_answers_while_the_gateway_is_still_creating(slow: tuple[Harness, SlowGateway]) -> None:
@@ -158,3 +160,15 @@ async def test_cancel_command_answers_at_once_and_stops_the_creation(slow: tuple
     deposit = await deposits.get(h.app.db.reader, 1)
     assert deposit is not None and deposit.status is DepositStatus.CANCELLED and gateway.cancelled
     assert h.api.calls_of("sendPhoto") == []
+
+
+async def test_a_shutdown_mid_call_tells_the_user_and_leaves_nothing_created(
+        slow: tuple[Harness, SlowGateway]) -> None:
+    h, gateway = slow
+    flow = await tap_create(h, gateway)
+
+    await h.creations.close(grace_seconds=0.05)
+
+    assert "could not be created" in h.api.messages[(USER, flow["message_id"])]["text"]
+    deposit = await deposits.get(h.app.db.reader, 1)
+    assert deposit is not None and deposit.status is DepositStatus.FAILED and deposit.order_id is None

@@ -50,7 +50,10 @@ class Creations:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def close(self) -> None:
+    async def close(self, *, grace_seconds: float = 5.0) -> None:
+        """On shutdown: let creations in flight finish for a moment, then cut the rest short (each says so)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_seconds)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -59,13 +62,20 @@ class Creations:
                       support_contact: str | None) -> None:
         deposit_id = reservation.deposit_id
         call = asyncio.ensure_future(self._topup.complete_deposit(reservation))
-        done, _ = await asyncio.wait({call}, timeout=self.still_working_after)
-        if not done and await self._being_created(deposit_id):
-            with suppress(TelegramBadRequest):
-                await message.edit_text(t("confirm.still-working"),
-                                        reply_markup=views.creating_keyboard(t, deposit_id))
         try:
+            done, _ = await asyncio.wait({call}, timeout=self.still_working_after)
+            if not done and await self._being_created(deposit_id):
+                with suppress(TelegramBadRequest):
+                    await message.edit_text(t("confirm.still-working"),
+                                            reply_markup=views.creating_keyboard(t, deposit_id))
             deposit = await call
+        except asyncio.CancelledError:
+            # Shutting down mid-call: the deposit is marked failed; the user must not be left at "Creating…".
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)  # its failure is recorded before the store closes
+            with suppress(TelegramAPIError, RuntimeError):
+                await message.edit_text(t("topup.interrupted"), reply_markup=views.main_menu(t))
+            raise
         except TopupError as exc:
             if exc.problem is TopupProblem.ABANDONED:
                 return  # the cancel already said so; the gateway's late deposit was cancelled there
