@@ -12,7 +12,7 @@ from services import notifications
 from services.alerts import alert_operator
 from services.gateways.base import Gateway, GatewayError, GatewayMisconfigured
 from services.notifications import DepositInterrupted
-from services.settlement import Outcome, Settler, enqueue_card_refresh
+from services.settlement import COUNTDOWN, Outcome, Settler, enqueue_card_refresh
 from services.store import Database, Deposit, DepositStatus, now_ts
 from services.store import coupons, deposits, users
 
@@ -99,7 +99,7 @@ class Reconciler:
             return
         async with self._db.transaction() as tx:
             for deposit in waiting:
-                await enqueue_card_refresh(tx, deposit, f"left:{deposit.minutes_left(now)}")
+                await enqueue_card_refresh(tx, deposit, f"{COUNTDOWN}{deposit.minutes_left(now)}")
         if self._settler.after_commit is not None:
             self._settler.after_commit()
 

@@ -312,18 +312,28 @@ class Settler:
 
 
 async def enqueue_card_refresh(tx: Conn, deposit: Deposit, news: str, user: User | None = None) -> None:
-    """Bring the deposit's card up to date, once per piece of news (a status, "seen", a countdown step).
+    """Bring the deposit's card up to date, once per piece of news: a status, "seen", or a countdown step
+    ("left:<minutes>").
 
-    A newer card update replaces any older one still waiting, so a late retry never puts an outdated card back.
+    A status or "seen" replaces any older card update still waiting, so a late retry never puts an outdated card back.
+    A countdown step is skipped while another card update waits: that one shows the current countdown anyway (the
+    minutes are worked out when it is sent), so a busy outbox never fills with countdowns.
     """
     if deposit.message_id is None or deposit.message_chat_id is None:
         return
     card_key = f"deposit:{deposit.id}:card:"
     if await outbox.queued(tx, card_key + news):
         return
-    await outbox.supersede_prefix(tx, card_key)
+    if news.startswith(COUNTDOWN):
+        if await outbox.pending_with_prefix(tx, card_key):
+            return
+    else:
+        await outbox.supersede_prefix(tx, card_key)
     if user is None:
         user = await users.get(tx, deposit.user_id)
     await queue(tx, DepositCard(deposit, user, deposit.message_id, await promised_bonus(tx, deposit)),
                 chat_id=deposit.message_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,
                 dedupe_key=card_key + news)
+
+
+COUNTDOWN = "left:"

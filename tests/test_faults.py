@@ -456,7 +456,9 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
         for user in users:
             expected = sum(r["amount_cents"] for r in rows if r["user_id"] == user)
             assert sql(db_path, "SELECT balance_cents FROM users WHERE id = ?", (user,))[0][0] == expected
-        statuses = Counter(r[0] for r in sql(db_path, "SELECT status FROM notifications"))
+        # A card update replaced by a newer one (a countdown step, then "paid") is neither given up nor lost.
+        statuses = Counter(r[0] for r in sql(db_path, "SELECT status FROM notifications WHERE "
+                                                      "COALESCE(last_error, '') <> 'superseded by a newer one'"))
         assert set(statuses) == {"sent"}, statuses  # nothing given up, nothing left behind
 
         # At least once in messages; a second copy only from a crash right after Telegram accepted the first.

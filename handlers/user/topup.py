@@ -405,10 +405,12 @@ async def send_deposit_card(message: Message, t: Translator, topup: TopupService
             BufferedInputFile(views.qr_png(views.qr_payload(deposit)), filename=f"deposit-{deposit.id}.png"),
             caption=caption, reply_markup=keyboard)
     await topup.attach_message(deposit.id, card.chat.id, card.message_id)
-    if deposit.message_id is not None and deposit.message_chat_id is not None and message.bot is not None:
+    # The card shown before (from History, say) loses its buttons; the "Creating…" message this card answers has none.
+    before = (deposit.message_chat_id, deposit.message_id)
+    if None not in before and before != (message.chat.id, message.message_id) and message.bot is not None:
         with suppress(TelegramBadRequest):  # the old card is gone or already bare
-            await message.bot.edit_message_reply_markup(chat_id=deposit.message_chat_id,
-                                                        message_id=deposit.message_id, reply_markup=None)
+            await message.bot.edit_message_reply_markup(chat_id=int(before[0] or 0), message_id=int(before[1] or 0),
+                                                        reply_markup=None)
 
 
 # --- back and cancel ---

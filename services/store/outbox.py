@@ -37,12 +37,22 @@ async def supersede(conn: Conn, dedupe_keys: list[str]) -> None:
         """, dedupe_keys)
 
 
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 async def supersede_prefix(conn: Conn, prefix: str) -> None:
     """Drop every still-pending notification whose key starts with `prefix` (e.g. all of one deposit's card updates)."""
     await execute(conn, """
         UPDATE notifications SET status = 'failed', last_error = 'superseded by a newer one'
         WHERE dedupe_key LIKE ? ESCAPE '\\' AND status = 'pending'
-    """, (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",))
+    """, (_like_prefix(prefix),))
+
+
+async def pending_with_prefix(conn: aiosqlite.Connection, prefix: str) -> bool:
+    """Whether a notification whose key starts with `prefix` is still waiting to be sent."""
+    return await fetch_value(conn, "SELECT 1 FROM notifications WHERE dedupe_key LIKE ? ESCAPE '\\' "
+                                   "AND status = 'pending' LIMIT 1", (_like_prefix(prefix),)) is not None
 
 
 async def queued(conn: Conn, dedupe_key: str) -> bool:
