@@ -49,7 +49,7 @@ async def supersede_prefix(conn: Conn, prefix: str) -> None:
     """, (_like_prefix(prefix),))
 
 
-async def pending_with_prefix(conn: aiosqlite.Connection, prefix: str) -> bool:
+async def pending_with_prefix(conn: Conn, prefix: str) -> bool:
     """Whether a notification whose key starts with `prefix` is still waiting to be sent."""
     return await fetch_value(conn, "SELECT 1 FROM notifications WHERE dedupe_key LIKE ? ESCAPE '\\' "
                                    "AND status = 'pending' LIMIT 1", (_like_prefix(prefix),)) is not None
