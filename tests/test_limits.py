@@ -85,7 +85,7 @@ async def test_the_hourly_window_is_exactly_one_hour(api: FakeBotAPI, database_u
                               (now_ts() - seconds, first.id, second.id))
 
         await started_ago(3500)
-        await through_the_flow(h)
+        await h.send(USER, "/topup")  # said when Top up is asked for, before any step
         assert "deposits in the last hour" in h.last_text(USER)
         await started_ago(3601)
         await through_the_flow(h)
