@@ -40,10 +40,9 @@ from handlers.ui.notifications import NotificationRenderer
 from services.admin import AdminService
 from services.api_access import ApiAccess
 from services.gateways.base import Gateway, GatewayError
-from services.gateways.cryptomus import CryptomusGateway
-from services.gateways.sandbox import SandboxGateway
-from services.gateways.smartcloudpay import SmartCloudPayGateway
-from services.gateways.smsonline import SMSOnlineGateway
+from services.gateways.registry import spec_named
+from services.gateways.capabilities import Capabilities
+from services.gateways.spec import GatewayContext
 from services.links import Linker
 from services.matrix import Matrix
 from services.payouts import PayoutService
@@ -67,42 +66,19 @@ USER_COMMANDS = ("start", "topup", "balance", "history", "language", "help", "ca
 PAIR_REFRESH_SECONDS = 30 * 60
 
 
-async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, dict[str, CallbackPolicy]]:
-    """The configured gateway, and the checks its callbacks must pass."""
-    public = settings.public_url
-    if settings.payment_gateway == "smsonline":
-        return SMSOnlineGateway(settings.smsonline_api_url, settings.smsonline_user_id,
-                                settings.smsonline_api_key.value, link_methods=settings.smsonline_extra_methods,
-                                v2_api_url=settings.smsonline_v2_api_url if settings.smsonline_v2 else None), {}
-    if settings.payment_gateway == "cryptomus":
-        if public is None:
-            log.warning("PUBLIC_URL is not set: Cryptomus can't call back, payments are confirmed by polling only")
-        gateway: Gateway = CryptomusGateway(settings.cryptomus_api_url, settings.cryptomus_merchant_id,
-                                   settings.cryptomus_api_key.value,
-                                   callback_url=f"{public}/webhooks/cryptomus" if public else None)
-        return gateway, {"cryptomus": CallbackPolicy(allowed_sources=settings.cryptomus_webhook_ips)}
-    if settings.payment_gateway == "smartcloudpay":
-        # Its callbacks are unsigned: a secret in the URL keeps strangers from even triggering a look-up.
-        token = (settings.smartcloudpay_callback_token.value if settings.smartcloudpay_callback_token
-                 else await get_or_create_secret(db, "smartcloudpay_callback_token"))
-        register_secret(token)
-        if public is None:
-            log.warning("PUBLIC_URL is not set: Smart CloudPay can't call back, payments are confirmed by polling only")
-        gateway = SmartCloudPayGateway(
-            settings.smartcloudpay_api_url, settings.smartcloudpay_api_key.value, settings.smartcloudpay_merchant_id,
-            notification_email=settings.smartcloudpay_notify_email, pairs=settings.smartcloudpay_pairs,
-            origin=settings.smartcloudpay_origin,
-            callback_url=f"{public}/webhooks/smartcloudpay?token={token}" if public else None)
-        return gateway, {"smartcloudpay": CallbackPolicy(token=token)}
-    return SandboxGateway(), {}
+async def build_gateway(settings: Settings, db: Database) -> tuple[Gateway, Capabilities, dict[str, CallbackPolicy]]:
+    """The configured gateway, what it can do (checked against its spec), and the checks its callbacks must pass."""
+    spec = spec_named(settings.payment_gateway)
+    assert spec is not None, settings.payment_gateway  # load_settings accepts only the names of specs
+    built = await spec.build_from(settings.gateway, GatewayContext(db, settings.public_url))
+    policies = {spec.name: built.callback_policy} if built.callback_policy is not None else {}
+    return built.gateway, spec.capabilities_of(built.gateway), policies
 
 
 def build_bot(settings: Settings) -> Bot:
     # Every configured secret, masked in every log record from here on (services/redact.py).
-    register_secret(settings.bot_token.value, settings.smsonline_api_key.value, settings.cryptomus_api_key.value,
-                    settings.smartcloudpay_api_key.value,
-                    *(s.value for s in (settings.smartcloudpay_callback_token, settings.telegram_webhook_secret,
-                                        settings.redis_url, settings.operator_api_key,
+    register_secret(settings.bot_token.value, *settings.gateway.secrets(),
+                    *(s.value for s in (settings.telegram_webhook_secret, settings.redis_url, settings.operator_api_key,
                                         settings.operator_webhook_secret) if s is not None))
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     return Bot(settings.bot_token.value, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
@@ -115,6 +91,7 @@ class Application:
     settings: Settings
     db: Database
     gateway: Gateway
+    capabilities: Capabilities
     locales: Locales
     topup: TopupService
     settler: Settler
@@ -129,19 +106,18 @@ class Application:
 
     async def refresh_pairs_forever(self) -> None:
         """Keep the offered pairs in step with the gateway (Cryptomus); the last good list stays on failure."""
-        refresh = getattr(self.gateway, "refresh_pairs", None)
-        if refresh is None:
+        if self.capabilities.refresh is None:
             return
         while True:
             await asyncio.sleep(PAIR_REFRESH_SECONDS)
             await self.refresh_pairs_once()
 
     async def refresh_pairs_once(self) -> None:
-        refresh = getattr(self.gateway, "refresh_pairs", None)
+        refresh = self.capabilities.refresh
         if refresh is None:
             return
         try:
-            self.matrix.replace_gateway_pairs(await refresh())
+            self.matrix.replace_gateway_pairs(await refresh.refresh_pairs())
         except GatewayError as exc:
             log.warning("could not refresh the %s pairs (keeping the last list): %s", self.gateway.name,
                         exc.operator_detail)
@@ -158,17 +134,20 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
                             policies: dict[str, CallbackPolicy] | None = None) -> Application:
     db = await open_database(settings.database_url)
     if gateway is None:
-        gateway, policies = await build_gateway(settings, db)
+        gateway, capabilities, policies = await build_gateway(settings, db)
+    else:  # built by hand (tests): whatever protocols it implements
+        capabilities = Capabilities.of(gateway)
     matrix = Matrix(gateway.pairs, settings.allowed_pairs)
     locales = Locales(settings.default_locale, admin=settings.admin_locale)
     events = OperatorEvents(enabled=settings.operator_webhook_url is not None)
     settler = Settler(db, admin_chat_id=settings.admin_chat_id, events=events)
     topup = TopupService(db, gateway, matrix, settler, settings.amount_limits, admin_chat_id=settings.admin_chat_id,
+                         capabilities=capabilities,
                          quick_amounts_cents=settings.quick_amounts_cents,
                          first_check_delay_seconds=min(FIRST_CHECK_DELAY_SECONDS, settings.reconcile_interval_seconds),
                          user_limits=UserLimits(settings.max_open_deposits, settings.max_deposits_per_hour))
     reconciler = Reconciler(db, gateway, settler, interval_seconds=settings.reconcile_interval_seconds,
-                            admin_chat_id=settings.admin_chat_id)
+                            admin_chat_id=settings.admin_chat_id, capabilities=capabilities)
 
     # One update at a time per user: a double tap can't race the flow's state checks. With REDIS_URL the state
     # and that lock are shared by every instance; without it they live in this process and its database.
@@ -182,11 +161,12 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
         dispatcher.update.outer_middleware(FSMWriteBack(storage))  # after the FSM's: inside the per-user lock
     admin = AdminService(db, settler, allow_negative_balance=settings.allow_negative_balance,
                          confirm_seconds=settings.confirm_seconds, sandbox=gateway.is_sandbox, events=events)
-    payouts = (PayoutService(db, gateway, settings.payout_max_cents, settings.payout_daily_max_cents)
-               if isinstance(gateway, SmartCloudPayGateway) else None)
+    payouts = (PayoutService(db, capabilities.payouts, settings.payout_max_cents, settings.payout_daily_max_cents)
+               if capabilities.payouts is not None else None)
     wallet = Wallet(db, events, notify_customers=settings.notify_charges)
     linker = Linker(db, events, ttl_hours=settings.link_ttl_hours)
-    dispatcher.workflow_data.update(settings=settings, db=db, gateway=gateway, locales=locales, topup=topup,
+    dispatcher.workflow_data.update(settings=settings, db=db, gateway=gateway, capabilities=capabilities,
+                                    locales=locales, topup=topup,
                                     settler=settler, admin=admin, admin_access=AdminAccess(
         settings.admin_chat_id, settings.admin_user_ids, private_commands=settings.admin_private_commands),
                                     payouts=payouts, linker=linker, support_contact=settings.support_contact,
@@ -197,14 +177,15 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     dispatcher.include_routers(admin_handlers.build_router(), *build_routers())
     dispatcher.errors.register(on_error)
     inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
-                          trusted_proxies=settings.trusted_proxies, policies=policies or {})
+                          trusted_proxies=settings.trusted_proxies, policies=policies or {},
+                          capabilities=capabilities)
     operator_api = OperatorApi(
         ApiAccess(db, settings.operator_api_key.value if settings.operator_api_key else None), wallet, linker,
         rate_limit=settings.api_rate_limit)
-    web_app = build_web_app(db, gateway, inbox, redis=redis)
+    web_app = build_web_app(db, gateway, inbox, redis=redis, capabilities=capabilities)
     operator_api.install(web_app)
-    app = Application(settings, db, gateway, locales, topup, settler, reconciler, dispatcher, matrix, web_app,
-                      NotificationRenderer(locales, sandbox=gateway.is_sandbox), wallet, operator_api, redis)
+    app = Application(settings, db, gateway, capabilities, locales, topup, settler, reconciler, dispatcher, matrix,
+                      web_app, NotificationRenderer(locales, sandbox=gateway.is_sandbox), wallet, operator_api, redis)
     await app.refresh_pairs_once()
     if not len(matrix):
         await app.close()

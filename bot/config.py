@@ -6,58 +6,40 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from services.matrix import GATEWAY_NETWORK_CODES, ConfigPairError, Pair, parse_pair_filter
-from services.money import AmountError, AmountLimits, parse_usd
+from services.gateways.registry import GATEWAYS, spec_named
+from services.matrix import ConfigPairError, Pair, parse_pair_filter
+from services.money import AmountLimits
+from services.settings import (
+    ConfigError,
+    Env,
+    GatewaySettings,
+    Secret,
+    parse_bool,
+    parse_http_url,
+    parse_int,
+    parse_ip_networks,
+    parse_usd_setting,
+)
 from services.store.db import DEFAULT_DATABASE_URL, DatabaseURL
-from services.webhooks import IPNetwork, parse_networks
+from services.webhooks import IPNetwork
 
-GATEWAYS = ("sandbox", "smsonline", "cryptomus", "smartcloudpay")
+__all__ = ["ADMIN_EVENTS", "ConfigError", "Secret", "Settings", "load_settings"]
 # What the admin chat is told without asking; ADMIN_EVENTS picks among them.
 ADMIN_EVENTS = ("paid", "review", "expired", "gateway", "webhook", "manual", "summary")
 _TOKEN_RE = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{5,}", re.ASCII)
 
 
-class ConfigError(Exception):
-    """One line naming the variable, what is wrong with it, and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A credential that prints as *** so it can't leak through logs, reprs or tracebacks."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
 @dataclass(frozen=True)
 class Settings:
+    """The core settings, plus the chosen gateway's own: `gateway`, read by its spec (services/gateways/)."""
+
     bot_token: Secret
     telegram_api_url: str = "https://api.telegram.org"
     database_url: DatabaseURL = field(default_factory=lambda: DatabaseURL.parse(DEFAULT_DATABASE_URL))
     admin_chat_id: int | None = None
     admin_user_ids: frozenset[int] = frozenset()
     payment_gateway: str = "sandbox"
-    smsonline_api_url: str = "https://api-x.smsonline.cloud"
-    smsonline_user_id: str = ""
-    smsonline_api_key: Secret = Secret("")
-    smsonline_extra_methods: frozenset[str] = frozenset()
-    smsonline_v2: bool = False
-    smsonline_v2_api_url: str = "https://api.smsonline.cloud"
-    cryptomus_api_url: str = "https://api.cryptomus.com"
-    cryptomus_merchant_id: str = ""
-    cryptomus_api_key: Secret = Secret("")
-    cryptomus_webhook_ips: frozenset[IPNetwork] | None = None
-    smartcloudpay_api_url: str = "https://www.smartcloudpay.com/api"
-    smartcloudpay_api_key: Secret = Secret("")
-    smartcloudpay_merchant_id: str = ""
-    smartcloudpay_notify_email: str = ""
-    smartcloudpay_pairs: frozenset[Pair] = frozenset()
-    smartcloudpay_origin: str | None = None
-    smartcloudpay_callback_token: Secret | None = None
+    gateway: GatewaySettings = GatewaySettings()  # the sandbox's: it has none of its own
     trusted_proxies: frozenset[IPNetwork] = frozenset()
     telegram_webhook: bool = False
     telegram_webhook_secret: Secret | None = None
@@ -93,8 +75,8 @@ class Settings:
 
 
 def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] = ("en", "ru")) -> Settings:
-    def get(name: str, default: str = "") -> str:
-        return env.get(name, default).strip()
+    reader = Env(env)
+    get = reader.get
 
     token = get("BOT_TOKEN")
     if not token:
@@ -105,22 +87,10 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
                           "e.g. 123456:ABC-def); copy it again from @BotFather")
 
     gateway = get("PAYMENT_GATEWAY", "sandbox").lower()
-    if gateway not in GATEWAYS:
-        raise ConfigError(f"PAYMENT_GATEWAY={gateway!r} is not one of: {', '.join(GATEWAYS)}")
-
-    smsonline_user = get("SMSONLINE_USER_ID")
-    smsonline_key = get("SMSONLINE_API_KEY")
-    if gateway == "smsonline":
-        for name, value in (("SMSONLINE_USER_ID", smsonline_user), ("SMSONLINE_API_KEY", smsonline_key)):
-            if not value:
-                raise ConfigError(f"{name} is required when PAYMENT_GATEWAY=smsonline: copy it from your "
-                                  "SMSOnline account's API settings")
-
-    _require_for(gateway, "cryptomus", env, ("CRYPTOMUS_MERCHANT_ID", "the merchant UUID from Cryptomus' merchant "
-                                             "settings"), ("CRYPTOMUS_API_KEY", "the merchant's payment API key"))
-    _require_for(gateway, "smartcloudpay", env, ("SMARTCLOUDPAY_API_KEY", "the sk_... key from the Merchant "
-                                                 "Dashboard"), ("SMARTCLOUDPAY_MERCHANT_ID", "your merchant id"),
-                 ("SMARTCLOUDPAY_NOTIFY_EMAIL", "the address Smart CloudPay sends invoice notices to"))
+    spec = spec_named(gateway)
+    if spec is None:
+        raise ConfigError(f"PAYMENT_GATEWAY={gateway!r} is not one of: {', '.join(g.name for g in GATEWAYS)}")
+    gateway_settings = spec.settings(reader)
 
     telegram_webhook = _bool(get("TELEGRAM_WEBHOOK", "false"), "TELEGRAM_WEBHOOK")
     public_url = _http_url(get("PUBLIC_URL"), "PUBLIC_URL") if get("PUBLIC_URL") else None
@@ -131,25 +101,6 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     if webhook_secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", webhook_secret):
         raise ConfigError("TELEGRAM_WEBHOOK_SECRET may use only letters, digits, _ and - (1 to 256 characters); "
                           "or leave it empty and the bot generates one")
-    callback_token = get("SMARTCLOUDPAY_CALLBACK_TOKEN")
-    if callback_token and not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", callback_token):
-        raise ConfigError("SMARTCLOUDPAY_CALLBACK_TOKEN must be 16 to 128 letters, digits, _ or -; "
-                          "or leave it empty and the bot generates one")
-    try:
-        scp_pairs = parse_pair_filter(get("SMARTCLOUDPAY_PAIRS", "USDT:BSC,USDT:TRON,BNB:BSC")) or frozenset()
-    except ConfigPairError as exc:
-        raise ConfigError(f"SMARTCLOUDPAY_PAIRS: {exc}; write pairs like USDT:BSC,USDT:TRON,BNB:BSC") from None
-    unsupported = [str(p) for p in scp_pairs if p.network not in GATEWAY_NETWORK_CODES["smartcloudpay"]]
-    if unsupported:
-        raise ConfigError(f"SMARTCLOUDPAY_PAIRS: no Smart CloudPay network for {', '.join(sorted(unsupported))} "
-                          f"(it has: {', '.join(GATEWAY_NETWORK_CODES['smartcloudpay'])})")
-
-    extra_methods = frozenset(m.strip().lower() for m in get("SMSONLINE_EXTRA_METHODS").split(",") if m.strip())
-    unknown_methods = sorted(extra_methods - {"page", "card"})
-    if unknown_methods:
-        raise ConfigError(f"SMSONLINE_EXTRA_METHODS: unknown {', '.join(unknown_methods)}; use page, card or both "
-                          "(page: any coin on the Cryptomus payment page; card: Pay4bit)")
-
     events = frozenset(e.strip().lower() for e in get("ADMIN_EVENTS", ",".join(ADMIN_EVENTS)).split(",") if e.strip())
     if events - set(ADMIN_EVENTS):
         raise ConfigError(f"ADMIN_EVENTS: unknown {', '.join(sorted(events - set(ADMIN_EVENTS)))}; "
@@ -224,25 +175,7 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
         admin_user_ids=frozenset(_int(part, "ADMIN_USER_IDS", hint="comma-separated numeric Telegram user ids")
                                  for part in get("ADMIN_USER_IDS").replace(" ", "").split(",") if part),
         payment_gateway=gateway,
-        smsonline_api_url=_http_url(get("SMSONLINE_API_URL", "https://api-x.smsonline.cloud"), "SMSONLINE_API_URL"),
-        smsonline_user_id=smsonline_user,
-        smsonline_api_key=Secret(smsonline_key),
-        smsonline_extra_methods=extra_methods,
-        smsonline_v2=_bool(get("SMSONLINE_V2", "false"), "SMSONLINE_V2"),
-        smsonline_v2_api_url=_http_url(get("SMSONLINE_V2_API_URL", "https://api.smsonline.cloud"),
-                                       "SMSONLINE_V2_API_URL"),
-        cryptomus_api_url=_http_url(get("CRYPTOMUS_API_URL", "https://api.cryptomus.com"), "CRYPTOMUS_API_URL"),
-        cryptomus_merchant_id=get("CRYPTOMUS_MERCHANT_ID"),
-        cryptomus_api_key=Secret(get("CRYPTOMUS_API_KEY")),
-        cryptomus_webhook_ips=_networks(get("CRYPTOMUS_WEBHOOK_IPS"), "CRYPTOMUS_WEBHOOK_IPS") or None,
-        smartcloudpay_api_url=_http_url(get("SMARTCLOUDPAY_API_URL", "https://www.smartcloudpay.com/api"),
-                                        "SMARTCLOUDPAY_API_URL"),
-        smartcloudpay_api_key=Secret(get("SMARTCLOUDPAY_API_KEY")),
-        smartcloudpay_merchant_id=get("SMARTCLOUDPAY_MERCHANT_ID"),
-        smartcloudpay_notify_email=get("SMARTCLOUDPAY_NOTIFY_EMAIL"),
-        smartcloudpay_pairs=scp_pairs,
-        smartcloudpay_origin=get("SMARTCLOUDPAY_ORIGIN") or None,
-        smartcloudpay_callback_token=Secret(callback_token) if callback_token else None,
+        gateway=gateway_settings,
         trusted_proxies=_networks(get("TRUSTED_PROXIES"), "TRUSTED_PROXIES"),
         telegram_webhook=telegram_webhook,
         telegram_webhook_secret=Secret(webhook_secret) if webhook_secret else None,
@@ -279,41 +212,11 @@ def load_settings(env: Mapping[str, str], *, available_locales: tuple[str, ...] 
     )
 
 
-def _require_for(gateway: str, needed_by: str, env: Mapping[str, str], *names: tuple[str, str]) -> None:
-    if gateway != needed_by:
-        return
-    for name, what in names:
-        if not env.get(name, "").strip():
-            raise ConfigError(f"{name} is required when PAYMENT_GATEWAY={needed_by}: set it to {what}")
-
-
-def _bool(text: str, name: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name}={text!r} is not true or false")
-
-
-def _networks(text: str, name: str) -> frozenset[IPNetwork]:
-    try:
-        return parse_networks(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}; write addresses or networks like 91.227.144.54, 10.0.0.0/8") from None
-
-
-def _usd(text: str, name: str) -> int:
-    try:
-        return parse_usd(text)
-    except AmountError:
-        raise ConfigError(f"{name}={text!r} is not a positive USD amount; write it like 5 or 12.50") from None
-
-
-def _int(text: str, name: str, *, hint: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a whole number: {hint}") from None
+_bool = parse_bool
+_networks = parse_ip_networks
+_usd = parse_usd_setting
+_int = parse_int
+_http_url = parse_http_url
 
 
 def _positive_int(text: str, name: str, *, hint: str = "a whole number of seconds, e.g. 60") -> int:
@@ -328,13 +231,6 @@ def _port(text: str) -> int:
     if not 0 < value < 65536:
         raise ConfigError(f"WEB_PORT={value} is not a TCP port (1-65535)")
     return value
-
-
-def _http_url(text: str, name: str) -> str:
-    parsed = urlparse(text)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{name}={text!r} is not an http(s) URL, e.g. https://example.com")
-    return text.rstrip("/")
 
 
 def _redis_url(text: str) -> Secret:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from aiohttp import web
 from bot.leader import Leadership
 from bot.redis_state import RedisState
 from services.gateways.base import Gateway
+from services.gateways.registry import GATEWAYS
+from services.gateways.capabilities import Capabilities
 from services.store import Database
 from services.store import deposits
 from services.webhooks import CallbackInbox
@@ -21,7 +24,6 @@ from services.webhooks import CallbackInbox
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-CALLBACK_SOURCES = ("cryptomus", "smartcloudpay")
 TELEGRAM_WEBHOOK_PATH = "/telegram/webhook"
 # Set by bot.app.run: whether this instance leads (sends the notifications), shown on /healthz.
 LEADERSHIP = web.AppKey("leadership", Leadership)
@@ -80,8 +82,8 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         return web.json_response({"error": "temporarily unavailable"}, status=503)
 
 
-def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox, *,
-                  redis: RedisState | None = None) -> web.Application:
+def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox, *, redis: RedisState | None = None,
+                  capabilities: Capabilities | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[never_500, read_body_in_time])
     writable = _WriteProbe(db)
 
@@ -100,7 +102,7 @@ def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox, *,
         ok = database and shared_state is not False
         pending = await deposits.count_pending(db.reader) if database else None
         health = gateway.health
-        body = {
+        body: dict[str, Any] = {
             "ok": ok,
             "database": database,
             "redis": shared_state,
@@ -112,13 +114,16 @@ def build_web_app(db: Database, gateway: Gateway, inbox: CallbackInbox, *,
                 else int(time.time() - health.last_error_at),
                 # A short status, never the gateway's own text: this endpoint needs no authentication.
                 "last_error": health.last_error_kind,
+                "capabilities": (capabilities or Capabilities.of(gateway)).names(),
             },
             "pending_deposits": pending,
         }
         return web.json_response(body, status=200 if ok else 503)
 
-    for source in CALLBACK_SOURCES:
-        app.router.add_post(f"/webhooks/{{source:{source}}}", callback)
+    # Every gateway that takes callbacks has its path; only the running one's answers (the others say 404).
+    for spec in GATEWAYS:
+        if spec.takes_callbacks:
+            app.router.add_post(f"/webhooks/{{source:{spec.name}}}", callback)
     app.router.add_get("/healthz", healthz)
     return app
 

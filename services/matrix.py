@@ -1,6 +1,7 @@
 """The coins and networks the bot can offer: one internal vocabulary, narrowed by gateway and operator."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # The SMSOnline V3 direct-wallet table (shared/reference/payment-apis.md 1.4), in the order users see it.
@@ -69,25 +70,9 @@ NETWORK_TITLES: dict[str, str] = {
 }
 
 
-# Each gateway's own network codes for our networks: the one translation table (reference section 4).
-GATEWAY_NETWORK_CODES: dict[str, dict[str, str]] = {
-    "smsonline": {network: network for nets in SUPPORTED_MATRIX.values() for network in nets},
-    "cryptomus": {
-        "TRON": "tron", "BSC": "bsc", "ETH": "eth", "POLYGON": "polygon", "ARBITRUM": "arbitrum",
-        "AVALANCHE": "avalanche", "SOL": "sol", "TON": "ton", "BTC": "btc", "LTC": "ltc", "XMR": "xmr",
-        "DASH": "dash", "DOGE": "doge", "BCH": "bch",
-    },
-    "smartcloudpay": {"BSC": "bsc", "TRON": "tron", "ETH": "evm"},
-}
-
-
-def gateway_network(gateway: str, network: str) -> str:
-    return GATEWAY_NETWORK_CODES[gateway][network]
-
-
-def network_from_gateway(gateway: str, code: str) -> str | None:
-    """Our network for a gateway's code (case-insensitive), or None if we don't offer it."""
-    for ours, theirs in GATEWAY_NETWORK_CODES[gateway].items():
+def network_from_code(codes: Mapping[str, str], code: str) -> str | None:
+    """Our network for a gateway's code (case-insensitive; `codes` maps ours to theirs); None if we don't offer it."""
+    for ours, theirs in codes.items():
         if theirs.lower() == code.lower():
             return ours
     return None

@@ -12,15 +12,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
-from services.gateways.base import GatewayError, GatewayMisconfigured, GatewayUnavailable, PairUnavailable
-from services.matrix import GATEWAY_NETWORK_CODES, STABLECOINS, Pair, all_pairs, network_from_gateway
+from services.gateways.base import (
+    GatewayError,
+    GatewayMisconfigured,
+    GatewayUnavailable,
+    PairUnavailable,
+    PayoutGateway,
+)
+from services.gateways.smartcloudpay import NETWORK_CODES
+from services.matrix import STABLECOINS, Pair, all_pairs, network_from_code
 from services.store import Database, now_ts
 from services.store.db import Conn, Row, execute, fetch_all, fetch_one, fetch_value, insert
 
 GATEWAY = "smartcloudpay"
-NETWORKS = tuple(GATEWAY_NETWORK_CODES[GATEWAY])  # ours: BSC, TRON, ETH
+NETWORKS = tuple(NETWORK_CODES)  # ours: BSC, TRON, ETH
 
 REQUESTED = "requested"  # written, the gateway not (yet) asked or not (yet) answered
 UNKNOWN = "unknown"      # asked, but the answer was lost or unclear: it may have been paid
@@ -61,15 +68,6 @@ class PayoutError(Exception):
         super().__init__(problem.value)
         self.problem = problem
         self.details = details
-
-
-class PayoutGateway(Protocol):
-    """What a gateway needs to pay out (SmartCloudPayGateway)."""
-
-    async def execute_payout(self, *, reference: str, address: str, amount: Decimal, coin: str,
-                             network: str) -> dict[str, Any]: ...
-
-    async def payout_status(self, reference: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def parse_network(text: str) -> str:
     upper = text.strip().upper()
     if upper in NETWORKS:
         return upper
-    ours = network_from_gateway(GATEWAY, text.strip())
+    ours = network_from_code(NETWORK_CODES, text.strip())
     if ours is None:
         raise PayoutError(PayoutProblem.NETWORK, networks=", ".join(NETWORKS))
     return ours

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from services import notifications
 from services.alerts import alert_operator
 from services.gateways.base import Gateway, GatewayError, GatewayMisconfigured
+from services.gateways.capabilities import Capabilities
 from services.notifications import DepositInterrupted
 from services.settlement import COUNTDOWN, Outcome, Settler, enqueue_card_refresh
 from services.store import Database, Deposit, DepositStatus, now_ts
@@ -50,8 +51,9 @@ class PassReport:
 
 class Reconciler:
     def __init__(self, db: Database, gateway: Gateway, settler: Settler, *, interval_seconds: int,
-                 admin_chat_id: int | None = None) -> None:
+                 admin_chat_id: int | None = None, capabilities: Capabilities | None = None) -> None:
         self._db = db
+        self._capabilities = capabilities if capabilities is not None else Capabilities.of(gateway)
         self._admin_chat_id = admin_chat_id
         self._gateway = gateway
         self._settler = settler
@@ -133,11 +135,11 @@ class Reconciler:
 
     async def _cancel_at_gateway(self, deposit: Deposit) -> None:
         """Polling is over and nothing was paid: where the gateway can, cancel so late funds are refused."""
-        cancel = getattr(self._gateway, "cancel_deposit", None)
+        cancel = self._capabilities.cancel
         if cancel is None or deposit.order_id is None:
             return
         try:
-            await cancel(deposit.order_id)
+            await cancel.cancel_deposit(deposit.order_id)
             log.info("deposit %s: cancelled at %s after the late-payment grace period", deposit.id,
                      self._gateway.name)
         except GatewayError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
 
 from services.alerts import alert_operator
 from services.coupons import CouponChoice, CouponError, CouponProblem, choose_coupon
@@ -16,10 +15,10 @@ from services.gateways.base import (
     Gateway,
     GatewayError,
     GatewayMisconfigured,
-    LinkGateway,
     PairLimits,
     PairUnavailable,
 )
+from services.gateways.capabilities import Capabilities
 from services.matrix import LINK_COIN, LINK_METHODS, STABLECOINS, Matrix, Pair
 from services.money import AmountError, AmountLimits, AmountProblem, check_limits, format_crypto
 from services.settlement import Settlement, Settler
@@ -89,8 +88,10 @@ class TopupService:
     def __init__(self, db: Database, gateway: Gateway, matrix: Matrix, settler: Settler, limits: AmountLimits,
                  *, admin_chat_id: int | None, quick_amounts_cents: tuple[int, ...] = (),
                  first_check_delay_seconds: int = FIRST_CHECK_DELAY_SECONDS,
-                 user_limits: UserLimits = UserLimits()) -> None:
+                 user_limits: UserLimits = UserLimits(), capabilities: Capabilities | None = None) -> None:
         self.db = db
+        # What the gateway can do beyond the base protocol; by hand (tests), whatever it implements.
+        self.capabilities = capabilities if capabilities is not None else Capabilities.of(gateway)
         self._user_limits = user_limits
         self._first_check_delay = first_check_delay_seconds
         self.quick_amounts_cents = quick_amounts_cents  # offered as buttons at the amount step
@@ -102,7 +103,7 @@ class TopupService:
 
     def limits_for(self, coin: str, network: str) -> AmountLimits:
         """The operator's limits, tightened by the gateway's own for this pair where they are in USD."""
-        gateway_limits: PairLimits | None = getattr(self.gateway, "limits", {}).get(Pair(coin, network))
+        gateway_limits = self._gateway_limits(coin, network)
         if gateway_limits is None:
             return self.limits
         low, high = gateway_limits.in_usd_cents(coin)
@@ -111,14 +112,15 @@ class TopupService:
 
     def coin_minimum(self, coin: str, network: str) -> str | None:
         """The gateway's minimum in coin units, for coins whose USD limits we can't compute (shown, not enforced)."""
-        gateway_limits: PairLimits | None = getattr(self.gateway, "limits", {}).get(Pair(coin, network))
+        gateway_limits = self._gateway_limits(coin, network)
         if gateway_limits is None or gateway_limits.min_amount is None or coin in STABLECOINS:
             return None
         return f"{format_crypto(gateway_limits.min_amount.normalize())} {coin}"
 
     def link_methods(self) -> list[str]:
         """Payment pages offered besides the coins (SMSOnline's extras, when the operator enabled them)."""
-        enabled: frozenset[str] = getattr(self.gateway, "link_methods", frozenset())
+        links = self.capabilities.links
+        enabled = links.link_methods if links is not None else frozenset()
         return [method for method in LINK_METHODS if method in enabled]
 
     def link_method(self, network: str) -> str | None:
@@ -134,7 +136,8 @@ class TopupService:
         method = self.link_method(network)
         if method is None:
             return self.gateway.accepts_coupon_codes
-        return method == "page" and bool(getattr(self.gateway, "page_accepts_coupon_codes", False))
+        links = self.capabilities.links
+        return method == "page" and links is not None and links.page_accepts_coupon_codes
 
     async def choose_coupon(self, *, user_id: int, code: str, amount_cents: int,
                             network: str | None = None) -> CouponChoice:
@@ -284,7 +287,10 @@ class TopupService:
         """The gateway's deposit, in one shape: a page link is a deposit with no address and no coin amount."""
         if method == "wallet":
             return await self.gateway.create_deposit(request)
-        link = await cast(LinkGateway, self.gateway).create_link(request, method)
+        links = self.capabilities.links
+        if links is None:  # a link method is only offered by a gateway that makes links
+            raise TopupError(TopupProblem.PAIR_UNAVAILABLE)
+        link = await links.create_link(request, method)
         return CreatedDeposit(order_id=link.order_id, address=None, pay_amount=None, pay_currency=LINK_COIN,
                               expires_at=link.expires_at, payment_url=link.payment_url,
                               quoted_cents=link.quoted_cents)
@@ -332,11 +338,11 @@ class TopupService:
         deposit = await self.deposit_of(user_id, deposit_id)
         if not await self.settler.cancel(deposit.id, reason=reason):
             raise TopupError(TopupProblem.NOT_PENDING)
-        cancel_at_gateway = getattr(self.gateway, "cancel_deposit", None)
+        cancel_at_gateway = self.capabilities.cancel
         if cancel_at_gateway is not None and deposit.order_id is not None:
             # Where the gateway can (Smart CloudPay), funds sent after this are refused, not left unassigned.
             try:
-                await cancel_at_gateway(deposit.order_id)
+                await cancel_at_gateway.cancel_deposit(deposit.order_id)
             except GatewayError as exc:
                 log.warning("deposit %s: cancelled here but not at %s: %s", deposit.id, self.gateway.name,
                             exc.operator_detail)
@@ -346,10 +352,14 @@ class TopupService:
 
     async def simulate_payment(self, user_id: int, deposit_id: int) -> Settlement:
         """Sandbox only: pay the deposit as asked, through the same settlement as a real gateway."""
-        simulate = getattr(self.gateway, "simulate_payment", None)
+        simulate = self.capabilities.simulate
         if not self.gateway.is_sandbox or simulate is None:
             raise TopupError(TopupProblem.NOT_SANDBOX)
         deposit = await self.deposit_of(user_id, deposit_id)
         assert deposit.order_id is not None
-        return await self.settler.settle_payment(simulate(deposit.order_id, deposit.amount_cents))
+        return await self.settler.settle_payment(simulate.simulate_payment(deposit.order_id, deposit.amount_cents))
+
+    def _gateway_limits(self, coin: str, network: str) -> PairLimits | None:
+        refresh = self.capabilities.refresh
+        return refresh.limits.get(Pair(coin, network)) if refresh is not None else None
 

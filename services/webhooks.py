@@ -17,6 +17,7 @@ from typing import Any
 
 from services.alerts import ALERT_WINDOW_SECONDS
 from services.gateways.base import Gateway, GatewayError, PaymentUpdate, WebhookReading, WebhookVerdict
+from services.gateways.capabilities import Capabilities
 from services.settlement import Outcome, Settlement, Settler
 from services.store import Database, now_ts
 from services.store.db import Conn, retry_on_deadlock
@@ -81,8 +82,10 @@ class CallbackAnswer:
 class CallbackInbox:
     def __init__(self, db: Database, gateway: Gateway, settler: Settler, *, admin_chat_id: int | None,
                  trusted_proxies: frozenset[IPNetwork] = frozenset(),
-                 policies: Mapping[str, CallbackPolicy] | None = None) -> None:
+                 policies: Mapping[str, CallbackPolicy] | None = None,
+                 capabilities: Capabilities | None = None) -> None:
         self._db = db
+        self._capabilities = capabilities if capabilities is not None else Capabilities.of(gateway)
         self._gateway = gateway
         self._settler = settler
         self._admin_chat_id = admin_chat_id
@@ -160,15 +163,15 @@ class CallbackInbox:
     def _screen(self, source: str, body: bytes, client_ip: str | None,
                 token: str | None) -> tuple[CallbackAnswer, str, str] | WebhookReading:
         """The checks that need no storage: endpoint, token, source address, then body and signature (pure)."""
-        read_webhook = getattr(self._gateway, "read_webhook", None)
-        if source != self._gateway.name or read_webhook is None:
+        webhook = self._capabilities.webhook
+        if source != self._gateway.name or webhook is None:
             return CallbackAnswer(404, {"error": "not found"}), "inactive", f"gateway {source} is not active"
         policy = self._policies.get(source, CallbackPolicy())
         if policy.token is not None and not hmac.compare_digest((token or "").encode(), policy.token.encode()):
             return CallbackAnswer(403, {"error": "forbidden"}), "bad_token", "missing or wrong token"
         if policy.allowed_sources is not None and not in_networks(client_ip, policy.allowed_sources):
             return CallbackAnswer(403, {"error": "forbidden"}), "forbidden_source", f"source {client_ip}"
-        reading: WebhookReading = read_webhook(body)
+        reading = webhook.read_webhook(body)
         if reading.verdict is WebhookVerdict.BAD_REQUEST:
             return CallbackAnswer(400, {"error": reading.detail}), "bad_request", reading.detail
         if reading.verdict is WebhookVerdict.BAD_SIGNATURE:

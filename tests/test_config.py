@@ -4,8 +4,16 @@ from __future__ import annotations
 import pytest
 
 from bot.config import ConfigError, load_settings
+from services.gateways.cryptomus import CryptomusSettings
+from services.gateways.smartcloudpay import SmartCloudPaySettings
+from services.gateways.smsonline import SMSOnlineSettings
 
 BASE = {"BOT_TOKEN": "123456:ABC-def_ghi"}
+# A gateway's own variables are read only when it is the chosen one.
+SMS = {"PAYMENT_GATEWAY": "smsonline", "SMSONLINE_USER_ID": "u", "SMSONLINE_API_KEY": "k"}
+CRYPTOMUS = {"PAYMENT_GATEWAY": "cryptomus", "CRYPTOMUS_MERCHANT_ID": "m", "CRYPTOMUS_API_KEY": "k"}
+SCP = {"PAYMENT_GATEWAY": "smartcloudpay", "SMARTCLOUDPAY_API_KEY": "k", "SMARTCLOUDPAY_MERCHANT_ID": "m",
+       "SMARTCLOUDPAY_NOTIFY_EMAIL": "ops@example.com"}
 
 
 def test_defaults() -> None:
@@ -14,14 +22,16 @@ def test_defaults() -> None:
     assert str(s.database_url.path) == "data/bot.sqlite3" and s.web_port == 8080 and s.web_host == "0.0.0.0"
     assert s.reconcile_interval_seconds == 60 and s.default_locale == "en"
     assert (s.amount_limits.min_cents, s.amount_limits.max_cents) == (100, 1_000_000)
-    assert s.smsonline_api_url == "https://api-x.smsonline.cloud" and s.admin_chat_id is None
+    assert s.admin_chat_id is None
+    sms = load_settings({**BASE, "PAYMENT_GATEWAY": "smsonline", "SMSONLINE_USER_ID": "u1", "SMSONLINE_API_KEY": "k"})
+    assert isinstance(sms.gateway, SMSOnlineSettings) and sms.gateway.api_url == "https://api-x.smsonline.cloud"
 
 
 def test_secrets_never_print() -> None:
     s = load_settings({**BASE, "PAYMENT_GATEWAY": "smsonline", "SMSONLINE_USER_ID": "u1",
                        "SMSONLINE_API_KEY": "very-secret-key"})
     assert "very-secret-key" not in repr(s) and "ABC-def_ghi" not in repr(s) and "ABC-def_ghi" not in str(s.bot_token)
-    assert s.smsonline_api_key.value == "very-secret-key"
+    assert isinstance(s.gateway, SMSOnlineSettings) and s.gateway.api_key.value == "very-secret-key"
 
 
 @pytest.mark.parametrize("env, names", [
@@ -49,8 +59,8 @@ def test_secrets_never_print() -> None:
     ({**BASE, "PAYMENT_GATEWAY": "cryptomus", "CRYPTOMUS_MERCHANT_ID": "m"}, ["CRYPTOMUS_API_KEY", "payment"]),
     ({**BASE, "PAYMENT_GATEWAY": "smartcloudpay", "SMARTCLOUDPAY_API_KEY": "k", "SMARTCLOUDPAY_MERCHANT_ID": "m"},
      ["SMARTCLOUDPAY_NOTIFY_EMAIL"]),
-    ({**BASE, "SMARTCLOUDPAY_PAIRS": "BTC"}, ["SMARTCLOUDPAY_PAIRS", "BTC"]),
-    ({**BASE, "CRYPTOMUS_WEBHOOK_IPS": "not-an-ip"}, ["CRYPTOMUS_WEBHOOK_IPS"]),
+    ({**BASE, **SCP, "SMARTCLOUDPAY_PAIRS": "BTC"}, ["SMARTCLOUDPAY_PAIRS", "BTC"]),
+    ({**BASE, **CRYPTOMUS, "CRYPTOMUS_WEBHOOK_IPS": "not-an-ip"}, ["CRYPTOMUS_WEBHOOK_IPS"]),
     ({**BASE, "TRUSTED_PROXIES": "10.0.0.0/33"}, ["TRUSTED_PROXIES"]),
     ({**BASE, "TELEGRAM_WEBHOOK": "maybe"}, ["TELEGRAM_WEBHOOK"]),
     ({**BASE, "REDIS_URL": "127.0.0.1:6379"}, ["REDIS_URL", "redis://"]),
@@ -60,9 +70,9 @@ def test_secrets_never_print() -> None:
     ({**BASE, "TELEGRAM_WEBHOOK": "true"}, ["PUBLIC_URL", "https"]),
     ({**BASE, "TELEGRAM_WEBHOOK": "true", "PUBLIC_URL": "http://bot.example.com"}, ["PUBLIC_URL", "https"]),
     ({**BASE, "TELEGRAM_WEBHOOK_SECRET": "has spaces"}, ["TELEGRAM_WEBHOOK_SECRET"]),
-    ({**BASE, "SMARTCLOUDPAY_CALLBACK_TOKEN": "short"}, ["SMARTCLOUDPAY_CALLBACK_TOKEN"]),
-    ({**BASE, "SMSONLINE_EXTRA_METHODS": "page,paypal"}, ["SMSONLINE_EXTRA_METHODS", "paypal"]),
-    ({**BASE, "SMSONLINE_V2": "sometimes"}, ["SMSONLINE_V2"]),
+    ({**BASE, **SCP, "SMARTCLOUDPAY_CALLBACK_TOKEN": "short"}, ["SMARTCLOUDPAY_CALLBACK_TOKEN"]),
+    ({**BASE, **SMS, "SMSONLINE_EXTRA_METHODS": "page,paypal"}, ["SMSONLINE_EXTRA_METHODS", "paypal"]),
+    ({**BASE, **SMS, "SMSONLINE_V2": "sometimes"}, ["SMSONLINE_V2"]),
     ({**BASE, "ADMIN_EVENTS": "paid,gossip"}, ["ADMIN_EVENTS", "gossip"]),
     ({**BASE, "DAILY_SUMMARY_HOUR": "24"}, ["DAILY_SUMMARY_HOUR"]),
     ({**BASE, "PAYOUT_MAX_USD": "lots"}, ["PAYOUT_MAX_USD"]),
@@ -92,12 +102,14 @@ def test_gateway_settings_parse() -> None:
                        "TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8", "TELEGRAM_WEBHOOK": "true",
                        "PUBLIC_URL": "https://bot.example.com/"})
     assert s.payment_gateway == "cryptomus" and "payment-key" not in repr(s)
-    assert [str(n) for n in s.cryptomus_webhook_ips] == ["91.227.144.54/32"]
+    assert isinstance(s.gateway, CryptomusSettings) and s.gateway.webhook_ips is not None
+    assert [str(n) for n in s.gateway.webhook_ips] == ["91.227.144.54/32"]
     assert sorted(str(n) for n in s.trusted_proxies) == ["10.0.0.0/8", "127.0.0.1/32"]
     assert s.telegram_webhook and s.public_url == "https://bot.example.com"
     scp = load_settings({**BASE, "PAYMENT_GATEWAY": "smartcloudpay", "SMARTCLOUDPAY_API_KEY": "sk_1",
                          "SMARTCLOUDPAY_MERCHANT_ID": "m", "SMARTCLOUDPAY_NOTIFY_EMAIL": "ops@example.com"})
-    assert {str(p) for p in scp.smartcloudpay_pairs} == {"USDT/BSC", "USDT/TRON", "BNB/BSC"}
+    assert isinstance(scp.gateway, SmartCloudPaySettings)
+    assert {str(p) for p in scp.gateway.pairs} == {"USDT/BSC", "USDT/TRON", "BNB/BSC"}
 
 
 def test_user_limits() -> None:

@@ -13,8 +13,8 @@ from handlers.admin.confirm import actor_of
 from handlers.admin.users import reply_lines, short
 from services.admin import AdminService
 from services.coupons import CouponSpec, CouponSpecError, CouponSpecProblem, add_coupon, parse_coupon_spec
-from services.gateways.base import Gateway, GatewayError, ProviderCoupon
-from services.gateways.smsonline import SMSOnlineGateway
+from services.gateways.base import AccountCouponsGateway, GatewayError, ProviderCoupon
+from services.gateways.capabilities import Capabilities
 from services.money import format_usd
 from services.store import Coupon, CouponKind, now_ts
 from services.store import coupons as coupon_repo
@@ -100,15 +100,15 @@ def spec_problem(t: Translator, exc: CouponSpecError) -> str:
 
 # --- /coupons ---
 
-async def coupon_list(message: Message, t: Translator, admin: AdminService, gateway: Gateway) -> None:
+async def coupon_list(message: Message, t: Translator, admin: AdminService, capabilities: Capabilities) -> None:
     """The bot's own coupons, then (on SMSOnline) the account's coupons that SMSOnline itself applies."""
     coupons = await coupon_repo.all_coupons(admin.db.reader)
     now = now_ts()
     lines = ([t("admin.coupons.list-title", count=len(coupons))] + [describe(t, coupon, now) for coupon in coupons]
              if coupons else [t("admin.coupons.empty")])
-    if isinstance(gateway, SMSOnlineGateway):
+    if capabilities.account_coupons is not None:
         try:
-            provider = await provider_coupons_text(t, gateway)
+            provider = await provider_coupons_text(t, capabilities.account_coupons)
         except GatewayError as exc:
             provider = t("admin.gateway.unavailable", what=t("admin.gateway.label-coupons"),
                          reason=exc.operator_detail)
@@ -116,7 +116,7 @@ async def coupon_list(message: Message, t: Translator, admin: AdminService, gate
     await reply_lines(message, lines)
 
 
-async def provider_coupons_text(t: Translator, gateway: SMSOnlineGateway) -> str:
+async def provider_coupons_text(t: Translator, gateway: AccountCouponsGateway) -> str:
     """SMSOnline's coupons for this account, each as SMSOnline describes it; the bot never applies them itself."""
     coupons = await gateway.account_coupons()
     if not coupons:

@@ -207,7 +207,7 @@ async def deposit_button(cb: CallbackQuery, callback_data: AdminDepositCb, t: Tr
         else:
             await topup.cancel(deposit.user_id, deposit.id, reason=f"cancelled by {actor.name} ({actor.id})")
             await admin.record(actor, "cancel_deposit", f"deposit:{deposit.id}",
-                               {"gateway_asked": hasattr(topup.gateway, "cancel_deposit")})
+                               {"gateway_asked": topup.capabilities.cancel is not None})
             toast = t("admin.deposits.cancelled")
     except TopupError as exc:
         if exc.problem is TopupProblem.NOT_PENDING:

@@ -18,10 +18,17 @@ from handlers.i18n import Html, Translator
 from handlers.admin.confirm import actor_of, ask, executes
 from handlers.admin.coupons import provider_coupons_text
 from services.admin import Actor, AdminService, PendingAction
-from services.gateways.base import Gateway, GatewayError
-from services.gateways.cryptomus import CryptomusGateway
-from services.gateways.smartcloudpay import SmartCloudPayGateway
-from services.gateways.smsonline import SMSOnlineGateway
+from services.gateways.base import (
+    AccountBalanceGateway,
+    Gateway,
+    GatewayError,
+    OutgoingIPGateway,
+    PayoutHistoryGateway,
+    PrepaidGateway,
+    WalletBalanceGateway,
+)
+from services.gateways.capabilities import Capabilities
+from services.gateways.registry import spec_named
 from services.money import decimal_to_cents, format_usd
 from services.payouts import FAILED, NETWORKS, RETRYABLE, Payout, PayoutError, PayoutProblem, PayoutService
 
@@ -42,9 +49,9 @@ class PayoutCb(CallbackData, prefix="apr"):
 
 # --- /gateway ---
 
-async def gateway_command(message: Message, t: Translator, gateway: Gateway) -> None:
+async def gateway_command(message: Message, t: Translator, gateway: Gateway, capabilities: Capabilities) -> None:
     # Balances first: the calls themselves update the health shown below them.
-    balances = await _balances(t, gateway)
+    balances = await _balances(t, gateway, capabilities)
     lines = [t("admin.gateway.title", name=gateway.name)]
     if gateway.is_sandbox:
         lines.append(t("admin.gateway.sandbox"))
@@ -58,22 +65,31 @@ async def gateway_command(message: Message, t: Translator, gateway: Gateway) -> 
     await message.answer("\n".join(lines))
 
 
-async def _balances(t: Translator, gateway: Gateway) -> list[str]:
-    if isinstance(gateway, SMSOnlineGateway):
-        return [await _shown(t, t("admin.gateway.label-account"), _smsonline_balance(t, gateway)),
-                await _shown(t, t("admin.gateway.label-coupons"), provider_coupons_text(t, gateway))]
-    if isinstance(gateway, CryptomusGateway):
-        return [await _shown(t, t("admin.gateway.label-cryptomus"), _cryptomus_balance(t, gateway))]
-    if isinstance(gateway, SmartCloudPayGateway):
-        lines = [await _shown(t, t("admin.gateway.label-prepaid"), _prepaid(t, gateway))]
+async def _balances(t: Translator, gateway: Gateway, can: Capabilities) -> list[str]:
+    """A line for each report the gateway can give (its spec's capabilities), in a fixed order."""
+    spec = spec_named(gateway.name)
+    title = spec.title if spec is not None else gateway.name
+    lines = []
+    if can.account_balance is not None:
+        lines.append(await _shown(t, t("admin.gateway.label-account"), _account_balance(t, can.account_balance)))
+    if can.account_coupons is not None:
+        lines.append(await _shown(t, t("admin.gateway.label-coupons"), provider_coupons_text(t, can.account_coupons)))
+    if can.wallet_balance is not None:
+        lines.append(await _shown(t, t("admin.gateway.label-cryptomus", gateway=title),
+                                  _wallet_balance(t, can.wallet_balance, title)))
+    if can.prepaid is not None:
+        prepaid = can.prepaid
+        lines.append(await _shown(t, t("admin.gateway.label-prepaid"), _prepaid(t, prepaid)))
         for pair in sorted(gateway.pairs, key=lambda p: (p.network, p.coin)):
             label = t("admin.gateway.label-chain", coin=pair.coin, network=pair.network)
-            lines.append(await _shown(t, label, _chain(t, gateway, pair.network, pair.coin)))
-        lines.append(await _shown(t, t("admin.gateway.label-wallets"), _wallets(t, gateway)))
-        lines.append(await _shown(t, t("admin.gateway.label-ip"), _outgoing_ip(t, gateway)))
-        lines.append(await _shown(t, t("admin.gateway.label-payout-history"), _payout_history(t, gateway)))
-        return lines
-    return [t("admin.gateway.no-balances")]
+            lines.append(await _shown(t, label, _chain(t, prepaid, pair.network, pair.coin)))
+        lines.append(await _shown(t, t("admin.gateway.label-wallets"), _wallets(t, prepaid)))
+    if can.outgoing_ip is not None:
+        lines.append(await _shown(t, t("admin.gateway.label-ip"), _outgoing_ip(t, can.outgoing_ip)))
+    if can.payout_history is not None:
+        lines.append(await _shown(t, t("admin.gateway.label-payout-history"),
+                                  _payout_history(t, can.payout_history)))
+    return lines or [t("admin.gateway.no-balances")]
 
 
 async def _shown(t: Translator, label: str, line: Awaitable[str]) -> str:
@@ -87,33 +103,33 @@ async def _shown(t: Translator, label: str, line: Awaitable[str]) -> str:
         return t("admin.gateway.unavailable", what=label, reason=type(exc).__name__)
 
 
-async def _smsonline_balance(t: Translator, gateway: SMSOnlineGateway) -> str:
+async def _account_balance(t: Translator, gateway: AccountBalanceGateway) -> str:
     account = await gateway.account_balance()
     balance, total = account.get("balance"), account.get("totalCharges")
     return t("admin.gateway.account", balance=_cents_or_text(t, balance), total=_cents_or_text(t, total),
              discount=str(account.get("currentDiscountRate") or "0%")[:16])
 
 
-async def _cryptomus_balance(t: Translator, gateway: CryptomusGateway) -> str:
+async def _wallet_balance(t: Translator, gateway: WalletBalanceGateway, title: str) -> str:
     held = [entry for entry in await gateway.balance() if entry[2] > 0]
     if not held:
-        return t("admin.gateway.cryptomus-empty")
+        return t("admin.gateway.cryptomus-empty", gateway=title)
     lines = [t("admin.gateway.cryptomus-merchant" if wallet == "merchant" else "admin.gateway.cryptomus-user",
                currency=currency, balance=_coin(amount), usd=format_usd(decimal_to_cents(usd)) if usd is not None
                else t("admin.gateway.not-reported")) for wallet, currency, amount, usd in held]
     return "\n".join(lines)
 
 
-async def _prepaid(t: Translator, gateway: SmartCloudPayGateway) -> str:
+async def _prepaid(t: Translator, gateway: PrepaidGateway) -> str:
     return t("admin.gateway.prepaid", credits=_coin(await gateway.prepaid_balance()))
 
 
-async def _chain(t: Translator, gateway: SmartCloudPayGateway, network: str, coin: str) -> str:
+async def _chain(t: Translator, gateway: PrepaidGateway, network: str, coin: str) -> str:
     return t("admin.gateway.chain", coin=coin, network=network,
              balance=_coin(await gateway.chain_balance(network, coin)))
 
 
-async def _wallets(t: Translator, gateway: SmartCloudPayGateway) -> str:
+async def _wallets(t: Translator, gateway: PrepaidGateway) -> str:
     wallets = await gateway.wallets()
     if not wallets:
         return t("admin.gateway.no-wallets")
@@ -122,11 +138,11 @@ async def _wallets(t: Translator, gateway: SmartCloudPayGateway) -> str:
                         for network, address in wallets)])
 
 
-async def _outgoing_ip(t: Translator, gateway: SmartCloudPayGateway) -> str:
+async def _outgoing_ip(t: Translator, gateway: OutgoingIPGateway) -> str:
     return t("admin.gateway.outgoing-ip", ip=await gateway.outgoing_ip())
 
 
-async def _payout_history(t: Translator, gateway: SmartCloudPayGateway) -> str:
+async def _payout_history(t: Translator, gateway: PayoutHistoryGateway) -> str:
     payouts = await gateway.payout_history(GATEWAY_HISTORY_SIZE)
     if not payouts:
         return t("admin.gateway.payout-history-empty")

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from services.matrix import STABLECOINS, Pair
 
@@ -103,6 +103,7 @@ class GatewayUnavailable(GatewayError):
     """Timeout, connection error, 5xx or an answer we can't read: try again later."""
 
 
+@runtime_checkable
 class Gateway(Protocol):
     name: str
     is_sandbox: bool
@@ -118,24 +119,29 @@ class Gateway(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class WebhookGateway(Gateway, Protocol):
     """A gateway that calls us back. Reading a callback is pure: no I/O, so it can be tested and fuzzed alone."""
 
     def read_webhook(self, body: bytes) -> WebhookReading: ...
 
 
+@runtime_checkable
 class LinkGateway(Gateway, Protocol):
     """A gateway that also offers payment pages (SMSOnline's extras); `link_methods` are those enabled."""
 
     link_methods: frozenset[str]
+    page_accepts_coupon_codes: bool  # whether the page invoice takes the coupon code the user typed
 
     async def create_link(self, request: DepositRequest, method: str) -> CreatedLink: ...
 
 
+@runtime_checkable
 class CancellableGateway(Gateway, Protocol):
     async def cancel_deposit(self, order_id: str) -> None: ...
 
 
+@runtime_checkable
 class RefreshingGateway(Gateway, Protocol):
     """A gateway whose offered pairs and limits change (Cryptomus): refreshed at start and periodically."""
 
@@ -169,18 +175,63 @@ class GatewayPayout:
     tx_hash: str | None = None
 
 
+@runtime_checkable
+class SimulatingGateway(Gateway, Protocol):
+    """The sandbox: a payment is made by pressing a button."""
+
+    def simulate_payment(self, order_id: str, paid_cents: int) -> PaymentUpdate: ...
+
+
+@runtime_checkable
+class AccountBalanceGateway(Gateway, Protocol):
+    """Reports the operator's account with the provider (SMSOnline: balance, total charges, discount)."""
+
+    async def account_balance(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class WalletBalanceGateway(Gateway, Protocol):
+    """Reports the merchant's wallets: (wallet, currency, amount, USD value or None) per currency (Cryptomus)."""
+
+    async def balance(self) -> list[tuple[str, str, Decimal, Decimal | None]]: ...
+
+
+@runtime_checkable
+class PrepaidGateway(Gateway, Protocol):
+    """Reports prepaid API credits, on-chain balances and payout wallets (Smart CloudPay)."""
+
+    async def prepaid_balance(self) -> Decimal: ...
+
+    async def chain_balance(self, network: str, currency: str) -> Decimal: ...
+
+    async def wallets(self) -> list[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class PayoutGateway(Gateway, Protocol):
+    """Pays out from the merchant's balance (Smart CloudPay)."""
+
+    async def execute_payout(self, *, reference: str, address: str, amount: Decimal, coin: str,
+                             network: str) -> dict[str, Any]: ...
+
+    async def payout_status(self, reference: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
 class AccountCouponsGateway(Gateway, Protocol):
     """Lists the coupons the provider holds for the operator's account (SMSOnline's Get Coupons)."""
 
     async def account_coupons(self) -> list[ProviderCoupon]: ...
 
 
+@runtime_checkable
 class OutgoingIPGateway(Gateway, Protocol):
     """Tells which address our calls come from, for the provider's allow-list (Smart CloudPay's check-ip)."""
 
     async def outgoing_ip(self) -> str: ...
 
 
+@runtime_checkable
 class PayoutHistoryGateway(Gateway, Protocol):
     """Lists the gateway's own recent payouts (Smart CloudPay's payout history)."""
 

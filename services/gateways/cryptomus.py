@@ -13,8 +13,10 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from services.gateways.base import (
     AmountRejected,
@@ -30,14 +32,24 @@ from services.gateways.base import (
     WebhookReading,
     WebhookVerdict,
 )
+from services.gateways.base import RefreshingGateway, WalletBalanceGateway, WebhookGateway
 from services.gateways.http import GatewayHttp
 from services.redact import register_secret
-from services.matrix import GATEWAY_NETWORK_CODES, Pair, all_pairs, gateway_network, network_from_gateway
+from services.gateways.spec import BuiltGateway, GatewayContext, GatewaySpec
+from services.matrix import Pair, all_pairs, network_from_code
 from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
+from services.settings import Env, GatewaySettings, Secret
+from services.webhooks import CallbackPolicy, IPNetwork
 
 log = logging.getLogger(__name__)
 
 NAME = "cryptomus"
+# Cryptomus' network codes for our networks (shared/reference/payment-apis.md section 4).
+NETWORK_CODES: dict[str, str] = {
+    "TRON": "tron", "BSC": "bsc", "ETH": "eth", "POLYGON": "polygon", "ARBITRUM": "arbitrum",
+    "AVALANCHE": "avalanche", "SOL": "sol", "TON": "ton", "BTC": "btc", "LTC": "ltc", "XMR": "xmr",
+    "DASH": "dash", "DOGE": "doge", "BCH": "bch",
+}
 _PAID = {"paid", "paid_over"}
 _FAILED = {"fail", "system_fail"}
 _REFUNDED = {"refund_process", "refund_fail", "refund_paid"}
@@ -80,7 +92,11 @@ def verify_webhook(body: bytes, payment_key: str) -> dict[str, Any] | None:
 
 
 class CryptomusGateway:
+    """Cryptomus, and (subclassed with its own name) any gateway that speaks its protocol, like Heleket."""
+
     name = NAME
+    title = "Cryptomus"
+    env_prefix = "CRYPTOMUS"  # names the variables to check in an error message
     is_sandbox = False
     accepts_coupon_codes = False
     lifetime_seconds = 60 * 60
@@ -92,12 +108,11 @@ class CryptomusGateway:
         self._key = payment_key
         register_secret(payment_key)
         self._callback_url = callback_url
-        self._http = GatewayHttp("Cryptomus", timeout_seconds=timeout_seconds)
+        self._http = GatewayHttp(self.title, timeout_seconds=timeout_seconds)
         self._logged_unknown: set[str] = set()
         self.health = GatewayHealth()
         # Until the services list answers, offer what Cryptomus can name; refresh_pairs narrows it.
-        codes = GATEWAY_NETWORK_CODES[NAME]
-        self.pairs = frozenset(p for p in all_pairs() if p.network in codes)
+        self.pairs = frozenset(p for p in all_pairs() if p.network in NETWORK_CODES)
         self.limits: dict[Pair, PairLimits] = {}
 
     async def close(self) -> None:
@@ -117,21 +132,21 @@ class CryptomusGateway:
         message = _message(answer)
         lowered = message.lower()
         if status in (401, 403) or any(e in lowered for e in _OPERATOR_ERRORS):
-            raise GatewayMisconfigured(f"Cryptomus {what}: refused (check CRYPTOMUS_MERCHANT_ID and "
-                                       f"CRYPTOMUS_API_KEY): HTTP {status} {message or text[:200]}")
+            raise GatewayMisconfigured(f"{self.title} {what}: refused (check {self.env_prefix}_MERCHANT_ID and "
+                                       f"{self.env_prefix}_API_KEY): HTTP {status} {message or text[:200]}")
         if any(e in lowered for e in _PAIR_ERRORS):
-            raise PairUnavailable(f"Cryptomus {what}: {message}")
+            raise PairUnavailable(f"{self.title} {what}: {message}")
         limit = _LIMIT_RE.search(message)
         if limit:
             bound = limit.group(2).strip()
             is_min = limit.group(1).lower() == "minimum"
-            raise AmountRejected(f"Cryptomus {what}: {message}", minimum=bound if is_min else None,
+            raise AmountRejected(f"{self.title} {what}: {message}", minimum=bound if is_min else None,
                                  maximum=None if is_min else bound)
         if status >= 500 or status == 429:
-            raise GatewayUnavailable(f"Cryptomus {what}: HTTP {status}: {message or text[:200]}")
+            raise GatewayUnavailable(f"{self.title} {what}: HTTP {status}: {message or text[:200]}")
         if not isinstance(answer, dict) or answer.get("state") != 0 or "result" not in answer:
             # 422 validation errors are our bug: the operator sees the detail through the logs.
-            raise GatewayUnavailable(f"Cryptomus {what}: HTTP {status}: {message or text[:200]}")
+            raise GatewayUnavailable(f"{self.title} {what}: HTTP {status}: {message or text[:200]}")
         return answer["result"]
 
     # --- the gateway protocol ---
@@ -144,7 +159,7 @@ class CryptomusGateway:
         with self.health.track():
             result = await self._post("/v1/payment/info", {"order_id": order_id}, what="payment info")
             if not isinstance(result, dict):
-                raise GatewayUnavailable(f"Cryptomus payment info: result is not an object: {result!r}"[:300])
+                raise GatewayUnavailable(f"{self.title} payment info: result is not an object: {result!r}"[:300])
         return self._update(order_id, result, source="poll")
 
     async def refresh_pairs(self) -> frozenset[Pair]:
@@ -173,7 +188,7 @@ class CryptomusGateway:
                             found.append((wallet, item["currency_code"][:16], amount,
                                           parse_decimal(item.get("balance_usd"))))
             if not readable:
-                raise GatewayUnavailable(f"Cryptomus balance: no balances in {json.dumps(result)[:200]}")
+                raise GatewayUnavailable(f"{self.title} balance: no balances in {json.dumps(result)[:200]}")
         return found
 
     async def _create(self, request: DepositRequest) -> CreatedDeposit:
@@ -184,7 +199,7 @@ class CryptomusGateway:
             "currency": "USD",
             "order_id": order_id,
             "to_currency": request.coin,
-            "network": gateway_network(NAME, request.network),
+            "network": NETWORK_CODES[request.network],
             "lifetime": self.lifetime_seconds,
         }
         if self._callback_url:
@@ -197,14 +212,15 @@ class CryptomusGateway:
 
     def _parse_invoice(self, result: Any, order_id: str, request: DepositRequest) -> CreatedDeposit:
         if not isinstance(result, dict):
-            raise GatewayUnavailable(f"Cryptomus create invoice: result is not an object: {result!r}"[:300])
+            raise GatewayUnavailable(f"{self.title} create invoice: result is not an object: {result!r}"[:300])
         address = result.get("address")
         pay_amount = parse_decimal(result.get("payer_amount"))
         expires = result.get("expired_at")
         if not (isinstance(address, str) and address.strip() and pay_amount is not None and pay_amount > 0):
-            raise GatewayUnavailable(f"Cryptomus create invoice: no address or amount: {json.dumps(result)[:300]}")
+            raise GatewayUnavailable(f"{self.title} create invoice: no address or amount: {json.dumps(result)[:300]}")
         if result.get("order_id") not in (None, order_id):
-            raise GatewayUnavailable(f"Cryptomus create invoice: answered for another order {result.get('order_id')!r}")
+            raise GatewayUnavailable(f"{self.title} create invoice: answered for another order "
+                                     f"{result.get('order_id')!r}")
         url = result.get("url")
         return CreatedDeposit(
             order_id=order_id,
@@ -257,7 +273,7 @@ class CryptomusGateway:
             state = PaymentState.PENDING
             if status not in _KNOWN_PENDING and status not in _PAID and str(status) not in self._logged_unknown:
                 self._logged_unknown.add(str(status))
-                log.warning("cryptomus: unrecognised status %r (is_final %r), treated as pending: %s", raw,
+                log.warning("%s: unrecognised status %r (is_final %r), treated as pending: %s", self.name, raw,
                             data.get("is_final"), json.dumps(data)[:2000])
         invoice_amount = parse_decimal(data.get("amount"))
         invoice_currency = data.get("currency")
@@ -266,7 +282,7 @@ class CryptomusGateway:
             # Nothing to cross-check the payment against (settlement.judge_credit): a person looks first.
             state, unreadable = PaymentState.HELD, unreadable or "paid, but the invoice's amount or currency is missing"
         payer_currency = data.get("payer_currency")
-        return PaymentUpdate(gateway=NAME, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
+        return PaymentUpdate(gateway=self.name, order_id=order_id, state=state, paid_cents=paid_cents, txid=txid,
                              raw_status=status, source=source, raw=data, note=unreadable,
                              currency=payer_currency if isinstance(payer_currency, str) and payer_currency else None,
                              invoice_usd_cents=None if invoice_amount is None else decimal_to_cents(invoice_amount),
@@ -279,7 +295,7 @@ class CryptomusGateway:
         """Ask which pairs are available now and their limits (reference 2.5); keeps the old list on failure."""
         result = await self._post("/v1/payment/services", None, what="services")
         if not isinstance(result, list):
-            raise GatewayUnavailable(f"Cryptomus services: result is not a list: {result!r}"[:300])
+            raise GatewayUnavailable(f"{self.title} services: result is not a list: {result!r}"[:300])
         pairs: set[Pair] = set()
         limits: dict[Pair, PairLimits] = {}
         for service in result:
@@ -288,7 +304,7 @@ class CryptomusGateway:
             coin, code = service.get("currency"), service.get("network")
             if not isinstance(coin, str) or not isinstance(code, str):
                 continue
-            network = network_from_gateway(NAME, code)
+            network = network_from_code(NETWORK_CODES, code)
             if network is None:
                 continue
             pair = Pair(coin.upper(), network)
@@ -340,3 +356,49 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class CryptomusSettings(GatewaySettings):
+    """CRYPTOMUS_API_URL, CRYPTOMUS_MERCHANT_ID, CRYPTOMUS_API_KEY, CRYPTOMUS_WEBHOOK_IPS; a gateway on the same
+    protocol subclasses it with its own name, title, prefix and default URL."""
+
+    gateway: ClassVar[str] = NAME
+    title: ClassVar[str] = "Cryptomus"
+    prefix: ClassVar[str] = "CRYPTOMUS"
+    default_api_url: ClassVar[str] = "https://api.cryptomus.com"
+
+    api_url: str
+    merchant_id: str
+    api_key: Secret
+    webhook_ips: frozenset[IPNetwork] | None  # None: callbacks from anywhere, the signature decides
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        p = cls.prefix
+        merchant = env.required(f"{p}_MERCHANT_ID", gateway=cls.gateway,
+                                hint=f"set it to the merchant UUID from your {cls.title} merchant settings")
+        key = env.required(f"{p}_API_KEY", gateway=cls.gateway, hint="set it to the merchant's payment API key")
+        return cls(api_url=env.http_url(f"{p}_API_URL", cls.default_api_url), merchant_id=merchant,
+                   api_key=Secret(key), webhook_ips=env.networks(f"{p}_WEBHOOK_IPS") or None)
+
+
+def builder(gateway_class: type[CryptomusGateway]) -> Callable[[CryptomusSettings, GatewayContext],
+                                                               Awaitable[BuiltGateway]]:
+    """The factory for a gateway on Cryptomus' protocol: its callbacks come to /webhooks/<its name>."""
+
+    async def build(settings: CryptomusSettings, context: GatewayContext) -> BuiltGateway:
+        public = context.public_url
+        if public is None:
+            log.warning("PUBLIC_URL is not set: %s can't call back, payments are confirmed by polling only",
+                        gateway_class.title)
+        gateway = gateway_class(settings.api_url, settings.merchant_id, settings.api_key.value,
+                                callback_url=f"{public}/webhooks/{gateway_class.name}" if public else None)
+        return BuiltGateway(gateway, CallbackPolicy(allowed_sources=settings.webhook_ips))
+
+    return build
+
+
+CAPABILITIES = (WebhookGateway, RefreshingGateway, WalletBalanceGateway)
+SPEC = GatewaySpec(name=NAME, title="Cryptomus", settings=CryptomusSettings.from_env, build=builder(CryptomusGateway),
+                   network_codes=NETWORK_CODES, capabilities=CAPABILITIES)

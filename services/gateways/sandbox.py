@@ -3,11 +3,21 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 
-from services.gateways.base import CreatedDeposit, DepositRequest, GatewayHealth, PaymentState, PaymentUpdate
-from services.matrix import all_pairs
+from services.gateways.base import (
+    CreatedDeposit,
+    DepositRequest,
+    GatewayHealth,
+    PaymentState,
+    PaymentUpdate,
+    SimulatingGateway,
+)
+from services.gateways.spec import BuiltGateway, GatewayContext, GatewaySpec
+from services.matrix import SUPPORTED_MATRIX, all_pairs
 from services.money import cents_to_decimal
+from services.settings import Env, GatewaySettings
 
 # Rough prices so the sandbox shows realistic-looking crypto amounts; nothing depends on them.
 _FAKE_USD_PRICES = {
@@ -59,3 +69,21 @@ def _fake_address(network: str, seed: int) -> str:
     if network == "TRON":
         return "T" + digest[:33]
     return f"sandbox-{network.lower()}-{digest[:24]}"
+
+
+@dataclass(frozen=True)
+class SandboxSettings(GatewaySettings):
+    """The sandbox has no settings of its own."""
+
+    @classmethod
+    def from_env(cls, env: Env) -> SandboxSettings:
+        return cls()
+
+
+async def _build(settings: SandboxSettings, context: GatewayContext) -> BuiltGateway:
+    return BuiltGateway(SandboxGateway())
+
+
+SPEC = GatewaySpec(name="sandbox", title="Sandbox", settings=SandboxSettings.from_env, build=_build,
+                   network_codes={network: network for nets in SUPPORTED_MATRIX.values() for network in nets},
+                   capabilities=(SimulatingGateway,))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -27,14 +29,22 @@ from services.gateways.base import (
     WebhookReading,
     WebhookVerdict,
 )
+from services.gateways.base import OutgoingIPGateway, PayoutGateway, PayoutHistoryGateway, PrepaidGateway
+from services.gateways.base import CancellableGateway, WebhookGateway
 from services.gateways.http import GatewayHttp
 from services.redact import register_secret
-from services.matrix import GATEWAY_NETWORK_CODES, Pair, gateway_network
+from services.gateways.spec import BuiltGateway, GatewayContext, GatewaySpec
+from services.matrix import ConfigPairError, Pair, parse_pair_filter
 from services.money import cents_to_decimal, decimal_to_cents, parse_decimal
+from services.settings import ConfigError, Env, GatewaySettings, Secret
+from services.store.settings import get_or_create_secret
+from services.webhooks import CallbackPolicy
 
 log = logging.getLogger(__name__)
 
 NAME = "smartcloudpay"
+# Smart CloudPay's network codes for ours: "evm" is its Ethereum chain.
+NETWORK_CODES: dict[str, str] = {"BSC": "bsc", "TRON": "tron", "ETH": "evm"}
 DEFAULT_PAIRS = frozenset({Pair("USDT", "BSC"), Pair("USDT", "TRON"), Pair("BNB", "BSC")})
 _CANCELLED = {"cancelled", "canceled", "cancel", "expired"}
 _FAILED = {"failed", "fail"}
@@ -103,7 +113,7 @@ class SmartCloudPayGateway:
         payload = {
             "totalusd": "__TOTALUSD__",
             "currency": request.coin,
-            "network": gateway_network(NAME, request.network),
+            "network": NETWORK_CODES[request.network],
             "customer_name": f"telegram-{request.user_id}",
             "notification_emails": self._email,
         }
@@ -197,10 +207,10 @@ class SmartCloudPayGateway:
         Raises PairUnavailable when refused with a 4xx answer (nothing sent [inferred]), GatewayMisconfigured for
         401/403, GatewayUnavailable when the outcome is unknown (timeout, 5xx, 409, unreadable answer).
         """
-        if network not in GATEWAY_NETWORK_CODES[NAME] or not amount.is_finite() or amount <= 0:
+        if network not in NETWORK_CODES or not amount.is_finite() or amount <= 0:
             raise PairUnavailable(f"Smart CloudPay payout: no network {network!r} or a bad amount {amount}")
         payload = {"recipient_address": address, "amount": "__AMOUNT__", "currency": coin,
-                   "chain": gateway_network(NAME, network), "reference_wp": reference}
+                   "chain": NETWORK_CODES[network], "reference_wp": reference}
         # A JSON number written from the Decimal's digits, as for invoices.
         body = json.dumps(payload).replace('"__AMOUNT__"', format(amount, "f")).encode()
         with self.health.track():
@@ -225,9 +235,9 @@ class SmartCloudPayGateway:
     async def chain_balance(self, network: str, currency: str) -> Decimal:
         """On-chain balance of `currency` on our `network` (GET /api/payout/balance/chain?network=BSC&currency=BNB:
         upper case, as in the doc's example)."""
-        if network not in GATEWAY_NETWORK_CODES[NAME]:
+        if network not in NETWORK_CODES:
             raise PairUnavailable(f"Smart CloudPay chain balance: no network {network!r}")
-        params = {"network": gateway_network(NAME, network).upper(), "currency": currency.upper()}
+        params = {"network": NETWORK_CODES[network].upper(), "currency": currency.upper()}
         what = f"chain balance {currency}/{network}"
         with self.health.track():
             answer = await self._http.request("GET", f"{self._base}/payout/balance/chain", what=what, params=params,
@@ -341,3 +351,59 @@ def _message(answer: Any) -> str:
                 return value[:300]
     return ""
 
+
+@dataclass(frozen=True)
+class SmartCloudPaySettings(GatewaySettings):
+    """SMARTCLOUDPAY_API_URL, _API_KEY, _MERCHANT_ID, _NOTIFY_EMAIL, _PAIRS, _ORIGIN, _CALLBACK_TOKEN."""
+
+    api_key: Secret
+    merchant_id: str
+    notify_email: str
+    api_url: str = "https://www.smartcloudpay.com/api"
+    pairs: frozenset[Pair] = DEFAULT_PAIRS
+    origin: str | None = None
+    callback_token: Secret | None = None  # None: generated once and kept in the database
+
+    @classmethod
+    def from_env(cls, env: Env) -> SmartCloudPaySettings:
+        key = env.required("SMARTCLOUDPAY_API_KEY", gateway=NAME, hint="set it to the sk_... key from the Merchant "
+                           "Dashboard")
+        merchant = env.required("SMARTCLOUDPAY_MERCHANT_ID", gateway=NAME, hint="set it to your merchant id")
+        email = env.required("SMARTCLOUDPAY_NOTIFY_EMAIL", gateway=NAME,
+                             hint="set it to the address Smart CloudPay sends invoice notices to")
+        token = env.get("SMARTCLOUDPAY_CALLBACK_TOKEN")
+        if token and not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
+            raise ConfigError("SMARTCLOUDPAY_CALLBACK_TOKEN must be 16 to 128 letters, digits, _ or -; "
+                              "or leave it empty and the bot generates one")
+        try:
+            pairs = parse_pair_filter(env.get("SMARTCLOUDPAY_PAIRS", "USDT:BSC,USDT:TRON,BNB:BSC")) or frozenset()
+        except ConfigPairError as exc:
+            raise ConfigError(f"SMARTCLOUDPAY_PAIRS: {exc}; write pairs like USDT:BSC,USDT:TRON,BNB:BSC") from None
+        unsupported = [str(p) for p in pairs if p.network not in NETWORK_CODES]
+        if unsupported:
+            raise ConfigError(f"SMARTCLOUDPAY_PAIRS: no Smart CloudPay network for {', '.join(sorted(unsupported))} "
+                              f"(it has: {', '.join(NETWORK_CODES)})")
+        return cls(api_key=Secret(key), merchant_id=merchant, notify_email=email, pairs=pairs,
+                   api_url=env.http_url("SMARTCLOUDPAY_API_URL", "https://www.smartcloudpay.com/api"),
+                   origin=env.get("SMARTCLOUDPAY_ORIGIN") or None, callback_token=Secret(token) if token else None)
+
+
+async def _build(settings: SmartCloudPaySettings, context: GatewayContext) -> BuiltGateway:
+    # Its callbacks are unsigned: a secret in the URL keeps strangers from even triggering a look-up.
+    token = (settings.callback_token.value if settings.callback_token
+             else await get_or_create_secret(context.db, "smartcloudpay_callback_token"))
+    register_secret(token)
+    public = context.public_url
+    if public is None:
+        log.warning("PUBLIC_URL is not set: Smart CloudPay can't call back, payments are confirmed by polling only")
+    gateway = SmartCloudPayGateway(
+        settings.api_url, settings.api_key.value, settings.merchant_id, notification_email=settings.notify_email,
+        pairs=settings.pairs, origin=settings.origin,
+        callback_url=f"{public}/webhooks/{NAME}?token={token}" if public else None)
+    return BuiltGateway(gateway, CallbackPolicy(token=token))
+
+
+SPEC = GatewaySpec(name=NAME, title="Smart CloudPay", settings=SmartCloudPaySettings.from_env, build=_build,
+                   network_codes=NETWORK_CODES,
+                   capabilities=(WebhookGateway, CancellableGateway, PrepaidGateway, PayoutGateway,
+                                 PayoutHistoryGateway, OutgoingIPGateway))

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,10 +28,13 @@ from services.gateways.base import (
     PaymentState,
     PaymentUpdate,
 )
+from services.gateways.base import AccountBalanceGateway, AccountCouponsGateway, LinkGateway
 from services.gateways.http import GatewayHttp
 from services.redact import register_secret
+from services.gateways.spec import BuiltGateway, GatewayContext, GatewaySpec
 from services.matrix import SUPPORTED_MATRIX, Pair
 from services.money import decimal_to_cents, parse_decimal
+from services.settings import ConfigError, Env, GatewaySettings, Secret
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,13 @@ def amount_path_segment(amount_cents: int) -> str:
     return f"{whole}.{frac:02d}" if frac else str(whole)
 
 
+NAME = "smsonline"
+# SMSOnline names networks as we do (its table is ours: services/matrix.py SUPPORTED_MATRIX).
+NETWORK_CODES: dict[str, str] = {network: network for nets in SUPPORTED_MATRIX.values() for network in nets}
+
+
 class SMSOnlineGateway:
-    name = "smsonline"
+    name = NAME
     is_sandbox = False
     accepts_coupon_codes = True
     lifetime_seconds = 60 * 60  # used only if a response lacks expire_at
@@ -312,3 +321,40 @@ def _describe(body: Any) -> str:
             if isinstance(value, str):
                 return value[:300]
     return repr(body)[:300]
+
+
+@dataclass(frozen=True)
+class SMSOnlineSettings(GatewaySettings):
+    """SMSONLINE_API_URL, SMSONLINE_USER_ID, SMSONLINE_API_KEY, SMSONLINE_EXTRA_METHODS, SMSONLINE_V2(_API_URL)."""
+
+    api_url: str
+    user_id: str
+    api_key: Secret
+    extra_methods: frozenset[str] = frozenset()  # payment pages offered besides the wallet: page, card
+    v2: bool = False  # the page through the V2 checkout instead of the V3 invoice
+    v2_api_url: str = "https://api.smsonline.cloud"
+
+    @classmethod
+    def from_env(cls, env: Env) -> SMSOnlineSettings:
+        hint = "copy it from your SMSOnline account's API settings"
+        user = env.required("SMSONLINE_USER_ID", gateway=NAME, hint=hint)
+        key = env.required("SMSONLINE_API_KEY", gateway=NAME, hint=hint)
+        extra = frozenset(m.strip().lower() for m in env.get("SMSONLINE_EXTRA_METHODS").split(",") if m.strip())
+        unknown = sorted(extra - {"page", "card"})
+        if unknown:
+            raise ConfigError(f"SMSONLINE_EXTRA_METHODS: unknown {', '.join(unknown)}; use page, card or both "
+                              "(page: any coin on the Cryptomus payment page; card: Pay4bit)")
+        return cls(api_url=env.http_url("SMSONLINE_API_URL", "https://api-x.smsonline.cloud"), user_id=user,
+                   api_key=Secret(key), extra_methods=extra, v2=env.bool("SMSONLINE_V2"),
+                   v2_api_url=env.http_url("SMSONLINE_V2_API_URL", "https://api.smsonline.cloud"))
+
+
+async def _build(settings: SMSOnlineSettings, context: GatewayContext) -> BuiltGateway:
+    return BuiltGateway(SMSOnlineGateway(settings.api_url, settings.user_id, settings.api_key.value,
+                                         link_methods=settings.extra_methods,
+                                         v2_api_url=settings.v2_api_url if settings.v2 else None))
+
+
+SPEC = GatewaySpec(name=NAME, title="SMSOnline", settings=SMSOnlineSettings.from_env, build=_build,
+                   network_codes=NETWORK_CODES,
+                   capabilities=(LinkGateway, AccountBalanceGateway, AccountCouponsGateway))
