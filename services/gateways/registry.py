@@ -16,6 +16,7 @@ GATEWAY_MODULES = (
     "smsonline",
     "cryptomus",
     "smartcloudpay",
+    "heleket",
 )
 
 
