@@ -16,7 +16,8 @@ import pytest
 
 from handlers.admin import deposits as deposits_handlers
 from services import admin_reports
-from services.gateways.base import GatewayError, PaymentState, PaymentUpdate
+from services.gateways.base import Gateway, GatewayError, PaymentState, PaymentUpdate
+from services.gateways.sandbox import SandboxGateway
 from services.store import CouponKind, Deposit, DepositStatus
 from services.store import coupons as coupon_repo
 from services.store import deposits as deposit_repo
@@ -30,9 +31,9 @@ ANNA, BORIS = 701, 702
 DAY = 24 * 60 * 60
 
 
-async def start(api: FakeBotAPI, database_url: str, **env: str) -> Harness:
+async def start(api: FakeBotAPI, database_url: str, gateway: Gateway | None = None, **env: str) -> Harness:
     api.chat_admins[ADMIN_CHAT_ID] = [ADMIN, OTHER_ADMIN]
-    h = await Harness.start(api, database_url, **env)
+    h = await Harness.start(api, database_url, gateway=gateway, **env)
     await h.send(ANNA, "/start", username="anna")
     await h.send(BORIS, "/start", first_name="Boris")
     return h
@@ -317,15 +318,28 @@ async def test_recheck_when_the_gateway_fails(h: Harness, monkeypatch: pytest.Mo
     assert await audit_rows(h) == []
 
 
-async def test_cancel_closes_the_deposit_here_and_at_the_gateway(h: Harness,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+class CancellingSandbox(SandboxGateway):
+    """The sandbox, able to cancel at the gateway too (as Smart CloudPay is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: list[str] = []
+
+    async def cancel_deposit(self, order_id: str) -> None:
+        self.cancelled.append(order_id)
+
+
+async def test_cancel_closes_the_deposit_here_and_at_the_gateway(api: FakeBotAPI, database_url: str) -> None:
+    gateway = CancellingSandbox()
+    h = await start(api, database_url, gateway=gateway)
+    try:
+        await _cancel_here_and_at_the_gateway(h, gateway.cancelled)
+    finally:
+        await h.close()
+
+
+async def _cancel_here_and_at_the_gateway(h: Harness, cancelled_at_gateway: list[str]) -> None:
     deposit = await new_deposit(h, ANNA)
-    cancelled_at_gateway: list[str] = []
-
-    async def cancel_deposit(order_id: str) -> None:
-        cancelled_at_gateway.append(order_id)
-
-    monkeypatch.setattr(h.app.gateway, "cancel_deposit", cancel_deposit, raising=False)
     await say(h, f"/deposit {deposit.id}")
     data, message_id = button_data(h, "Cancel deposit")
     await h.press(ADMIN, data, message_id=message_id, chat_id=ADMIN_CHAT_ID)
