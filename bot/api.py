@@ -124,11 +124,30 @@ async def _json_object(request: web.Request, allowed: set[str]) -> dict[str, Any
     return body
 
 
+def storable(text: str) -> bool:
+    """Whether the database can hold this string: PostgreSQL's text takes no NUL and only valid UTF-8 (a JSON
+    "\\ud800" or a %00 in the URL decodes to what it refuses). A string it can't hold names nothing we keep."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _charge_id(request: web.Request) -> str:
+    charge_id = request.match_info["charge_id"]
+    if not storable(charge_id):
+        raise ApiError(404, "charge_not_found", "No charge has this id.")
+    return charge_id
+
+
 def _text(body: dict[str, Any], name: str, *, limit: int, required: bool = False, minimum: int = 0) -> str | None:
     value = body.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not minimum <= len(value) <= limit or "\x00" in value:
+    if not isinstance(value, str) or not minimum <= len(value) <= limit or not storable(value):
         raise ApiError(422, "invalid_field", f"{name} must be a string of {max(minimum, 0)} to {limit} characters.")
     return value
 
@@ -277,7 +296,7 @@ class OperatorApi:
         external_id = request.query.get("external_id")
         if external_id is None or not 1 <= len(external_id) <= EXTERNAL_ID_MAX:
             raise ApiError(422, "invalid_field", f"external_id must be given, 1 to {EXTERNAL_ID_MAX} characters.")
-        user = await self.wallet.user_by_external_id(external_id)
+        user = await self.wallet.user_by_external_id(external_id) if storable(external_id) else None
         if user is None:
             raise ApiError(404, "user_not_found", "No customer is bound to this external_id.")
         return web.json_response(user_json(user))
@@ -310,7 +329,7 @@ class OperatorApi:
 
     async def create_refund(self, request: web.Request) -> web.Response:
         key = _idempotency_key(request)
-        charge_id = request.match_info["charge_id"]
+        charge_id = _charge_id(request)
         body = await _json_object(request, {"amount"})
         cents = parse_amount(body["amount"]) if body.get("amount") is not None else None
         try:
@@ -321,7 +340,7 @@ class OperatorApi:
         return web.json_response(refund_json(result.refund), status=201, headers=headers)
 
     async def get_charge(self, request: web.Request) -> web.Response:
-        found = await self.wallet.charge_details(request.match_info["charge_id"])
+        found = await self.wallet.charge_details(_charge_id(request))
         if found is None:
             raise ApiError(404, "charge_not_found", "No charge has this id.")
         charge, refunds = found

@@ -74,9 +74,10 @@ async def listening(app: web.Application) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def operator_api(fake: FakeBotAPI, db_path: Path, **env: str) -> AsyncIterator[Api]:
+async def operator_api(fake: FakeBotAPI, database: Path | str, **env: str) -> AsyncIterator[Api]:
+    """The bot on `database` (a SQLite file, or a DATABASE_URL: the `database_url` fixture, either engine)."""
     env.setdefault("OPERATOR_API_KEY", API_KEY)
-    harness = await Harness.start(fake, db_path, **env)
+    harness = await Harness.start(fake, database, **env)
     harness.app.operator_api.bot_username = lambda: _username(harness)
     try:
         async with listening(harness.app.web_app) as base, aiohttp.ClientSession() as session:

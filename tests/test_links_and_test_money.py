@@ -22,8 +22,8 @@ ANNA, BORIS, STAFF = 8001, 8002, 501
 # --- links ---
 
 async def test_a_link_binds_the_customer_once_and_tells_them_in_their_language(api: FakeBotAPI,
-                                                                              tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3", LINK_TTL_HOURS="2") as op:
+                                                                              database_url: str) -> None:
+    async with operator_api(api, database_url, LINK_TTL_HOURS="2") as op:
         status, link, _ = await op.call("POST", "/api/v1/links", json_body={"external_id": "shop-user-42"})
         assert status == 201 and link["url"] == f"https://t.me/topup_test_bot?start={link['token']}"
         assert link["expires_at"].endswith("Z")
@@ -43,8 +43,8 @@ async def test_a_link_binds_the_customer_once_and_tells_them_in_their_language(a
             assert (await op.call("POST", "/api/v1/links", json_body=bad))[0] == 422
 
 
-async def test_an_expired_or_unknown_link_binds_nothing(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_an_expired_or_unknown_link_binds_nothing(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         link = (await op.call("POST", "/api/v1/links", json_body={"external_id": "late"}))[1]
         async with op.db.transaction() as tx:
             await execute(tx, "UPDATE account_links SET expires_at = 1")
@@ -56,8 +56,8 @@ async def test_an_expired_or_unknown_link_binds_nothing(api: FakeBotAPI, tmp_pat
         assert any("Welcome" in t or "balance" in t.lower() for t in op.h.texts(BORIS))  # the menu still comes
 
 
-async def test_rebinding_replaces_the_old_binding_both_ways_and_is_audited(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_rebinding_replaces_the_old_binding_both_ways_and_is_audited(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         async def bind(user_id: int, external_id: str) -> None:
             link = (await op.call("POST", "/api/v1/links", json_body={"external_id": external_id}))[1]
             await op.h.send(user_id, f"/start {link['token']}")
@@ -82,9 +82,8 @@ async def pay_in_sandbox(h: Harness, user_id: int, cents: int) -> None:
     await h.app.topup.simulate_payment(user_id, deposit.id)
 
 
-async def test_sandbox_credit_can_never_be_charged_under_a_real_gateway(api: FakeBotAPI, tmp_path: Path) -> None:
-    db_path = tmp_path / "bot.sqlite3"
-    async with operator_api(api, db_path) as op:           # the sandbox: a customer plays with $50
+async def test_sandbox_credit_can_never_be_charged_under_a_real_gateway(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:           # the sandbox: a customer plays with $50
         await pay_in_sandbox(op.h, ANNA, 5000)
         await op.h.send(ANNA, "/balance")
         assert "$50.00" in op.h.last_text(ANNA)               # the sandbox shows its own money...
@@ -95,7 +94,7 @@ async def test_sandbox_credit_can_never_be_charged_under_a_real_gateway(api: Fak
 
     api.chat_admins[ADMIN_CHAT_ID] = [STAFF]
     async with FakeSMSOnline(user_id="u", api_key="k") as sms, operator_api(
-            api, db_path, PAYMENT_GATEWAY="smsonline", SMSONLINE_USER_ID="u", SMSONLINE_API_KEY="k",
+            api, database_url, PAYMENT_GATEWAY="smsonline", SMSONLINE_USER_ID="u", SMSONLINE_API_KEY="k",
             SMSONLINE_API_URL=sms.base_url) as op:          # the operator goes live
         assert (await op.charge(ANNA, "1.00", "k2"))[0] == 402
         assert (await op.call("GET", f"/api/v1/users/{ANNA}"))[1]["balance_cents"] == 0
@@ -116,21 +115,20 @@ async def test_sandbox_credit_can_never_be_charged_under_a_real_gateway(api: Fak
         assert len(notices) == 1 and "$50.00" in notices[0] and "sandbox-reset" in notices[0]
 
 
-def sandbox_reset(db_path: Path) -> subprocess.CompletedProcess[str]:
+def sandbox_reset(database_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot", "sandbox-reset"], capture_output=True, text=True, cwd=ROOT,
-                          env={"DATABASE_URL": f"sqlite:///{db_path}", "PATH": "/usr/bin:/bin"}, timeout=60)
+                          env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}, timeout=60)
 
 
-async def test_sandbox_reset_writes_audited_reversing_lines(api: FakeBotAPI, tmp_path: Path) -> None:
-    db_path = tmp_path / "bot.sqlite3"
-    async with operator_api(api, db_path) as op:
+async def test_sandbox_reset_writes_audited_reversing_lines(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await pay_in_sandbox(op.h, ANNA, 5000)
         await pay_in_sandbox(op.h, BORIS, 700)
-    done = sandbox_reset(db_path)
+    done = sandbox_reset(database_url)
     assert done.returncode == 0, done.stderr
     assert "-$50.00" in done.stdout and "-$7.00" in done.stdout
-    assert "No test money" in sandbox_reset(db_path).stdout
-    async with operator_api(api, db_path) as op:
+    assert "No test money" in sandbox_reset(database_url).stdout
+    async with operator_api(api, database_url) as op:
         lines = await fetch_all(op.db.reader, "SELECT user_id, amount_cents, kind, test FROM ledger ORDER BY id")
         assert [tuple(r) for r in lines] == [(ANNA, 5000, "deposit", 1), (BORIS, 700, "deposit", 1),
                                               (ANNA, -5000, "adjustment", 1), (BORIS, -700, "adjustment", 1)]

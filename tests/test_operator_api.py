@@ -20,9 +20,9 @@ STAFF = 501
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(db_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env={"DATABASE_URL": f"sqlite:///{db_path}", "PATH": "/usr/bin:/bin"})
+                          cwd=ROOT, env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"})
 
 
 def error_code(body: object) -> str:
@@ -32,8 +32,8 @@ def error_code(body: object) -> str:
 
 # --- keys ---
 
-async def test_without_any_key_the_api_is_not_there(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3", OPERATOR_API_KEY="") as op:
+async def test_without_any_key_the_api_is_not_there(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url, OPERATOR_API_KEY="") as op:
         await give(op.db, ANNA, 500)
         for path in ("/api/v1/users/5001", "/api/v1/openapi.json", "/api/v1/nothing"):
             status, body, _ = await op.call("GET", path)
@@ -42,14 +42,13 @@ async def test_without_any_key_the_api_is_not_there(api: FakeBotAPI, tmp_path: P
 
 
 async def test_a_missing_or_unknown_key_gets_401_and_a_read_only_key_cannot_write(api: FakeBotAPI,
-                                                                                  tmp_path: Path) -> None:
-    db_path = tmp_path / "bot.sqlite3"
-    async with operator_api(api, db_path) as op:
+                                                                                  database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 500)
         assert (await op.call("GET", "/api/v1/users/5001", key=None))[0] == 401
         status, body, _ = await op.call("GET", "/api/v1/users/5001", key="tk_not-a-key")
         assert status == 401 and error_code(body) == "unauthorized"
-        created = cli(db_path, "api-keys", "create", "reports", "--read-only")
+        created = cli(database_url, "api-keys", "create", "reports", "--read-only")
         assert created.returncode == 0, created.stderr
         reader = created.stdout.strip().splitlines()[-1]
         assert (await op.call("GET", "/api/v1/users/5001", key=reader))[0] == 200
@@ -59,13 +58,12 @@ async def test_a_missing_or_unknown_key_gets_401_and_a_read_only_key_cannot_writ
         assert await fetch_value(op.db.reader, "SELECT COUNT(*) FROM charges") == 0
 
 
-async def test_cli_keys_are_stored_as_hashes_work_at_once_and_die_at_once(api: FakeBotAPI, tmp_path: Path,
+async def test_cli_keys_are_stored_as_hashes_work_at_once_and_die_at_once(api: FakeBotAPI, database_url: str,
                                                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    db_path = tmp_path / "bot.sqlite3"
-    async with operator_api(api, db_path, OPERATOR_API_KEY="") as op:
+    async with operator_api(api, database_url, OPERATOR_API_KEY="") as op:
         await give(op.db, ANNA, 500)
-        created = cli(db_path, "api-keys", "create", "shop")
+        created = cli(database_url, "api-keys", "create", "shop")
         assert created.returncode == 0, created.stderr
         key = created.stdout.strip().splitlines()[-1]
         assert key.startswith("tk_") and len(key) > 40
@@ -76,15 +74,15 @@ async def test_cli_keys_are_stored_as_hashes_work_at_once_and_die_at_once(api: F
         dump = "\n".join(" ".join(str(v) for v in row) for row in rows)
         assert key not in dump and key[3:20] not in dump
         assert "api_key_create" in dump and "shop" in dump
-        listed = cli(db_path, "api-keys", "list")
+        listed = cli(database_url, "api-keys", "list")
         assert "shop" in listed.stdout and "active" in listed.stdout and key not in listed.stdout
-        assert cli(db_path, "api-keys", "create", "shop").returncode == 1  # names are never reused
+        assert cli(database_url, "api-keys", "create", "shop").returncode == 1  # names are never reused
 
-        revoked = cli(db_path, "api-keys", "revoke", "shop")
+        revoked = cli(database_url, "api-keys", "revoke", "shop")
         assert revoked.returncode == 0, revoked.stderr
         # The next request is refused: with no key left, the API is gone altogether.
         assert (await op.call("GET", "/api/v1/users/5001", key=key))[0] == 404
-        cli(db_path, "api-keys", "create", "other")
+        cli(database_url, "api-keys", "create", "other")
         status, body, _ = await op.call("GET", "/api/v1/users/5001", key=key)
         assert status == 401
         assert "api_key_revoke" in "\n".join(
@@ -92,8 +90,8 @@ async def test_cli_keys_are_stored_as_hashes_work_at_once_and_die_at_once(api: F
     assert key not in caplog.text
 
 
-async def test_past_the_rate_limit_a_key_gets_429_with_retry_after(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3", API_RATE_LIMIT="5") as op:
+async def test_past_the_rate_limit_a_key_gets_429_with_retry_after(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url, API_RATE_LIMIT="5") as op:
         await give(op.db, ANNA, 500)
         answers = [await op.call("GET", "/api/v1/users/5001") for _ in range(8)]
         statuses = [a[0] for a in answers]
@@ -106,8 +104,8 @@ async def test_past_the_rate_limit_a_key_gets_429_with_retry_after(api: FakeBotA
 
 # --- reads ---
 
-async def test_a_user_reads_with_live_balance_in_dollars_and_cents(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_a_user_reads_with_live_balance_in_dollars_and_cents(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 315, username="anna")
         await give(op.db, ANNA, 1000, test=True, username="anna")  # sandbox money: not the API's
         status, body, _ = await op.call("GET", "/api/v1/users/5001")
@@ -120,8 +118,8 @@ async def test_a_user_reads_with_live_balance_in_dollars_and_cents(api: FakeBotA
             assert status == 404 and error_code(body) == "user_not_found"
 
 
-async def test_the_ledger_pages_newest_first_with_running_balances(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_the_ledger_pages_newest_first_with_running_balances(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 1000)
         await op.charge(ANNA, "2.00", "a", description="SMS number", reference="order-1")
         await op.charge(ANNA, "3.00", "b", description="VPN month")
@@ -140,8 +138,8 @@ async def test_the_ledger_pages_newest_first_with_running_balances(api: FakeBotA
 
 # --- charges ---
 
-async def test_a_charge_takes_money_once_per_idempotency_key(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_a_charge_takes_money_once_per_idempotency_key(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 515)
         first = await op.charge(ANNA, "2.00", "order-77", description="SMS number", reference="77")
         assert first[0] == 201
@@ -158,8 +156,8 @@ async def test_a_charge_takes_money_once_per_idempotency_key(api: FakeBotAPI, tm
 
 
 async def test_a_charge_larger_than_the_balance_gets_402_and_changes_nothing(api: FakeBotAPI,
-                                                                            tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+                                                                            database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 300)
         await give(op.db, ANNA, 5000, test=True)  # test money never pays for anything
         status, body, _ = await op.charge(ANNA, "3.01", "big")
@@ -172,17 +170,17 @@ async def test_a_charge_larger_than_the_balance_gets_402_and_changes_nothing(api
 
 @pytest.mark.parametrize("amount", ["0", "0.00", "-1.00", "1.001", "1e2", "1E2", " 1.00", "1,00", "", "abc", None,
                                     True, [], {}, 1.005, -1, 0, "NaN", "Infinity", "1234567890", "١٠"])
-async def test_a_malformed_amount_gets_422_and_changes_nothing(api: FakeBotAPI, tmp_path: Path,
+async def test_a_malformed_amount_gets_422_and_changes_nothing(api: FakeBotAPI, database_url: str,
                                                                amount: object) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 100_000)
         status, body, _ = await op.charge(ANNA, amount, "k")
         assert status == 422 and error_code(body) == "invalid_amount"
         assert await fetch_value(op.db.reader, "SELECT COUNT(*) FROM charges") == 0
 
 
-async def test_amounts_may_be_numbers_with_at_most_two_decimals(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_amounts_may_be_numbers_with_at_most_two_decimals(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 1000)
         assert (await op.call("POST", "/api/v1/users/5001/charges", data='{"amount": 2.5}',
                               idempotency_key="n1"))[1]["amount_cents"] == 250
@@ -191,8 +189,8 @@ async def test_amounts_may_be_numbers_with_at_most_two_decimals(api: FakeBotAPI,
 
 # --- refunds ---
 
-async def test_refunds_give_back_at_most_what_was_charged(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_refunds_give_back_at_most_what_was_charged(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 500)
         charge = (await op.charge(ANNA, "2.00", "c1", description="VPN"))[1]
         refunds = f"/api/v1/charges/{charge['charge_id']}/refunds"
@@ -216,8 +214,8 @@ async def test_refunds_give_back_at_most_what_was_charged(api: FakeBotAPI, tmp_p
 # --- customers hear of it ---
 
 async def test_the_customer_is_told_of_a_charge_and_a_refund_in_their_language(api: FakeBotAPI,
-                                                                              tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+                                                                              database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 515)
         await op.h.send(ANNA, "/start", language_code="ru")
         charge = (await op.charge(ANNA, "2.00", "c1", description="Номер для SMS"))[1]
@@ -230,8 +228,8 @@ async def test_the_customer_is_told_of_a_charge_and_a_refund_in_their_language(a
         assert "Номер для SMS" in op.h.last_text(ANNA) and "Списания и возвраты" in op.h.last_text(ANNA)
 
 
-async def test_notify_charges_false_keeps_charges_quiet(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3", NOTIFY_CHARGES="false") as op:
+async def test_notify_charges_false_keeps_charges_quiet(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url, NOTIFY_CHARGES="false") as op:
         await give(op.db, ANNA, 515)
         await op.charge(ANNA, "2.00", "c1", description="quiet")
         await op.h.deliver()
@@ -239,18 +237,39 @@ async def test_notify_charges_false_keeps_charges_quiet(api: FakeBotAPI, tmp_pat
 
 
 async def test_staff_see_the_latest_charges_in_user_and_key_changes_in_audit(api: FakeBotAPI,
-                                                                             tmp_path: Path) -> None:
-    db_path = tmp_path / "bot.sqlite3"
+                                                                             database_url: str) -> None:
     api.chat_admins[ADMIN_CHAT_ID] = [STAFF]
-    async with operator_api(api, db_path) as op:
+    async with operator_api(api, database_url) as op:
         await give(op.db, ANNA, 515)
         charge = (await op.charge(ANNA, "2.00", "c1", description="SMS number", reference="ord-9"))[1]
         await op.h.send(STAFF, f"/user {ANNA}", chat_id=ADMIN_CHAT_ID)
         card = op.h.last_text(ADMIN_CHAT_ID)
         assert charge["charge_id"] in card and "ord-9" in card and "SMS number" in card and "$2.00" in card
-        key = cli(db_path, "api-keys", "create", "shop").stdout.strip().splitlines()[-1]
-        cli(db_path, "api-keys", "revoke", "shop")
+        key = cli(database_url, "api-keys", "create", "shop").stdout.strip().splitlines()[-1]
+        cli(database_url, "api-keys", "revoke", "shop")
         await op.h.send(STAFF, "/audit", chat_id=ADMIN_CHAT_ID)
         audit = op.h.last_text(ADMIN_CHAT_ID)
         assert "created the operator API key shop (full access)" in audit
         assert "revoked the operator API key shop" in audit and key not in audit
+
+
+async def test_text_the_database_cannot_hold_gets_404_or_422_never_503(api: FakeBotAPI, database_url: str) -> None:
+    """A NUL or an unpaired surrogate (JSON "\\ud800", %00 in the URL) is refused like any bad input. PostgreSQL's
+    text cannot hold them, so there they used to reach the store and come back as 503 'try again'."""
+    async with operator_api(api, database_url) as op:
+        await give(op.db, ANNA, 1000)
+        for method, path, body, status, code in [
+            ("GET", "/api/v1/users?external_id=%00", None, 404, "user_not_found"),
+            ("GET", "/api/v1/users?external_id=a%00b", None, 404, "user_not_found"),
+            ("GET", "/api/v1/charges/ch_%00", None, 404, "charge_not_found"),
+            ("POST", "/api/v1/charges/ch_%00/refunds", None, 404, "charge_not_found"),
+            ("POST", "/api/v1/links", '{"external_id": "shop-\\ud800"}', 422, "invalid_field"),
+            ("POST", "/api/v1/users/5001/charges", '{"amount": "1.00", "description": "\\ud800"}', 422,
+             "invalid_field"),
+            ("POST", "/api/v1/users/5001/charges", '{"amount": "1.00", "reference": "\\udfff"}', 422,
+             "invalid_field"),
+        ]:
+            got, answer, _ = await op.call(method, path, data=body, idempotency_key="k")
+            assert (got, error_code(answer)) == (status, code), (method, path, body, answer)
+        assert await fetch_value(op.db.reader, "SELECT COUNT(*) FROM charges") == 0
+        assert await fetch_value(op.db.reader, "SELECT COUNT(*) FROM account_links") == 0

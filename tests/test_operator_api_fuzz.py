@@ -19,16 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
-async def test_the_served_document_is_the_one_in_docs(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3") as op:
+async def test_the_served_document_is_the_one_in_docs(api: FakeBotAPI, database_url: str) -> None:
+    async with operator_api(api, database_url) as op:
         status, body, headers = await op.call("GET", "/api/v1/openapi.json", key=None)
         assert status == 200 and headers["Content-Type"].startswith("application/json")
         assert body == json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
         assert body["openapi"].startswith("3.1")
 
 
-async def test_schemathesis_finds_no_500_and_no_answer_outside_the_document(api: FakeBotAPI, tmp_path: Path) -> None:
-    async with operator_api(api, tmp_path / "bot.sqlite3", API_RATE_LIMIT="100000") as op:
+async def test_schemathesis_finds_no_500_and_no_answer_outside_the_document(api: FakeBotAPI, tmp_path: Path,
+                                                                             database_url: str) -> None:
+    async with operator_api(api, database_url, API_RATE_LIMIT="100000") as op:
         for user_id in (1, 2, 5001):
             await give(op.db, user_id, 100_000)
         await op.charge(5001, "1.00", "seed", description="seed")
@@ -65,7 +66,7 @@ _HEADERS = st.dictionaries(st.sampled_from(["Idempotency-Key", "Content-Type", "
                            max_size=3)
 
 
-async def test_random_requests_never_get_500_and_move_money_only_as_asked(api: FakeBotAPI, tmp_path: Path) -> None:
+async def test_random_requests_never_get_500_and_move_money_only_as_asked(api: FakeBotAPI, database_url: str) -> None:
     requests = st.tuples(_METHODS, _PATHS, _BODIES, _HEADERS, st.booleans())
     examples: list[tuple[str, str, bytes, dict[str, str], bool]] = []
 
@@ -75,7 +76,7 @@ async def test_random_requests_never_get_500_and_move_money_only_as_asked(api: F
         examples.append(example)
 
     collect()
-    async with operator_api(api, tmp_path / "bot.sqlite3", API_RATE_LIMIT="100000") as op:
+    async with operator_api(api, database_url, API_RATE_LIMIT="100000") as op:
         await give(op.db, 5001, 100_000)
         for method, path, body, headers, with_key in examples:
             sent = dict(headers)

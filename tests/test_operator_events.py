@@ -66,9 +66,9 @@ async def due_now(db: Any) -> None:
 
 
 async def test_a_charge_and_a_payment_reach_the_operator_signed_with_the_customers_external_id(
-        api: FakeBotAPI, tmp_path: Path) -> None:
+        api: FakeBotAPI, database_url: str) -> None:
     async with receiving() as (receiver, url), operator_api(
-            api, tmp_path / "bot.sqlite3", OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET,
+            api, database_url, OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET,
             PAYMENT_GATEWAY="sandbox") as op:
         await give(op.db, ANNA, 500)
         async with op.db.transaction() as tx:
@@ -89,9 +89,9 @@ async def test_a_charge_and_a_payment_reach_the_operator_signed_with_the_custome
 
 
 async def test_a_receiver_that_answers_500_gets_the_same_event_again_until_it_says_2xx(
-        api: FakeBotAPI, tmp_path: Path) -> None:
+        api: FakeBotAPI, database_url: str) -> None:
     async with receiving() as (receiver, url), operator_api(
-            api, tmp_path / "bot.sqlite3", OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET) as op:
+            api, database_url, OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET) as op:
         await give(op.db, ANNA, 500)
         await op.charge(ANNA, "1.00", "c1")
         sender = EventSender(op.db, url, SECRET)
@@ -113,11 +113,11 @@ async def test_a_receiver_that_answers_500_gets_the_same_event_again_until_it_sa
         assert last_error == "HTTP 500"
 
 
-async def test_deposit_events_carry_the_deposit_and_the_new_balance(api: FakeBotAPI, tmp_path: Path) -> None:
+async def test_deposit_events_carry_the_deposit_and_the_new_balance(api: FakeBotAPI, database_url: str) -> None:
     from tests.fakes.smsonline import FakeSMSOnline
 
     async with receiving() as (receiver, url), FakeSMSOnline(user_id="u", api_key="k") as sms, operator_api(
-            api, tmp_path / "bot.sqlite3", OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET,
+            api, database_url, OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET,
             PAYMENT_GATEWAY="smsonline", SMSONLINE_USER_ID="u", SMSONLINE_API_KEY="k",
             SMSONLINE_API_URL=sms.base_url) as op:
         await give(op.db, ANNA, 0)
@@ -191,16 +191,16 @@ async def test_the_readme_receiver_verifies_the_signature(tmp_path: Path) -> Non
 
 
 async def test_an_event_committed_before_the_process_is_killed_is_delivered_after_the_restart(
-        tmp_path: Path) -> None:
+        tmp_path: Path, database_url: str) -> None:
     """The real `python -m bot`: a link binds a customer (user.linked is committed), the receiver is failing, the
     process is killed with SIGKILL; the next process delivers the event, once acknowledged, never again."""
     log_path = tmp_path / "bot.log"
     bots: list[BotProcess] = []
     try:
         async with FakeBotAPI() as api, receiving() as (receiver, url), aiohttp.ClientSession() as session:
-            env = bot_env(tmp_path, TELEGRAM_API_URL=api.base_url, PAYMENT_GATEWAY="sandbox",
-                          OPERATOR_API_KEY=API_KEY, OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET,
-                          WEB_PORT=str(free_port()), WEB_HOST="127.0.0.1")
+            env = bot_env(tmp_path, DATABASE_URL=database_url, TELEGRAM_API_URL=api.base_url,
+                          PAYMENT_GATEWAY="sandbox", OPERATOR_API_KEY=API_KEY, OPERATOR_WEBHOOK_URL=url,
+                          OPERATOR_WEBHOOK_SECRET=SECRET, WEB_PORT=str(free_port()), WEB_HOST="127.0.0.1")
             receiver.status = 500
             bots.append(await BotProcess.start(env, log_path))
             base = f"http://127.0.0.1:{env['WEB_PORT']}"
@@ -238,10 +238,10 @@ async def test_an_event_committed_before_the_process_is_killed_is_delivered_afte
             print(f"--- bot output ({log_path}) ---\n{bots[-1].log()}")
 
 
-async def test_the_event_is_written_in_the_transaction_of_the_change(api: FakeBotAPI, tmp_path: Path) -> None:
+async def test_the_event_is_written_in_the_transaction_of_the_change(api: FakeBotAPI, database_url: str) -> None:
     """A charge that fails (402) leaves no event; one that succeeds leaves exactly one, in the same commit."""
     async with receiving() as (_, url), operator_api(
-            api, tmp_path / "bot.sqlite3", OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET) as op:
+            api, database_url, OPERATOR_WEBHOOK_URL=url, OPERATOR_WEBHOOK_SECRET=SECRET) as op:
         await give(op.db, ANNA, 100)
         assert (await op.charge(ANNA, "5.00", "too-much"))[0] == 402
         assert await fetch_value(op.db.reader, "SELECT COUNT(*) FROM notifications WHERE channel = 'operator'") == 0
