@@ -222,8 +222,9 @@ async def test_the_customer_is_told_of_a_charge_and_a_refund_in_their_language(a
         await op.call("POST", f"/api/v1/charges/{charge['charge_id']}/refunds", idempotency_key="r1")
         await op.h.deliver()
         texts = op.h.texts(ANNA)
-        assert "−$2.00 · Номер для SMS · Баланс: $3.15" in texts
-        assert any(t.startswith("↩️ Возврат +$2.00") and "$5.15" in t for t in texts)
+        # Money the Russian way (8aca696): "2,00 $" with a no-break space.
+        assert "−2,00\xa0$ · Номер для SMS · Баланс: 3,15\xa0$" in texts
+        assert any(t.startswith("↩️ Возврат +2,00\xa0$") and "5,15\xa0$" in t for t in texts)
         await op.h.send(ANNA, "/history", language_code="ru")
         assert "Номер для SMS" in op.h.last_text(ANNA) and "Списания и возвраты" in op.h.last_text(ANNA)
 
