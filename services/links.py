@@ -63,6 +63,9 @@ class Linker:
     async def bind(self, token: str, user_id: int, actor_name: str) -> Bound | LinkRefused:
         digest = token_hash(token)
         async with self._db.transaction() as tx:
+            # Binds take turns (they are rare: a person pressing a link). Without this, on PostgreSQL two users binding
+            # one external id at once both saw no holder and the second hit the UNIQUE index (an error, no reply).
+            await tx.advisory_lock("account-links.bind")
             external_id = await links.use(tx, digest, user_id)
             if external_id is None:
                 return LinkRefused(await links.state(tx, digest))

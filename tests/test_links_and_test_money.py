@@ -2,6 +2,7 @@
 becomes real money."""
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 from services import test_money
+from services.links import Bound
+from services.store import users
 from services.store.db import execute, fetch_all, fetch_value
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.smsonline import FakeSMSOnline
@@ -71,6 +74,24 @@ async def test_rebinding_replaces_the_old_binding_both_ways_and_is_audited(api: 
         audit = await fetch_all(op.db.reader, "SELECT action, target, details FROM admin_actions ORDER BY id")
         assert [r[0] for r in audit] == ["external_id_bind", "external_id_rebind", "external_id_rebind"]
         assert '"replaced": "a-1"' in audit[1][2] and f'"taken_from_user": {ANNA}' in audit[2][2]
+
+
+async def test_two_customers_binding_one_external_id_at_once_both_get_an_answer(api: FakeBotAPI,
+                                                                               postgres_url: str) -> None:
+    """PostgreSQL only (SQLite's single writer can't interleave them): two links for one external id, pressed at
+    once by two customers on separate connections. Both binds complete, and the id ends with exactly one holder."""
+    async with operator_api(api, postgres_url) as op:
+        async with op.db.transaction() as tx:
+            for user_id in range(1, 21):
+                await users.upsert(tx, user_id, None, f"User {user_id}", "en")
+        linker = op.h.app.operator_api.linker
+        for n in range(10):
+            first, second = await linker.create(f"shop-{n}"), await linker.create(f"shop-{n}")
+            outcomes = await asyncio.gather(linker.bind(first.token, 2 * n + 1, "a"),
+                                            linker.bind(second.token, 2 * n + 2, "b"), return_exceptions=True)
+            assert all(isinstance(o, Bound) for o in outcomes), outcomes
+            holders = await fetch_all(op.db.reader, "SELECT id FROM users WHERE external_id = ?", (f"shop-{n}",))
+            assert len(holders) == 1
 
 
 # --- sandbox money ---
