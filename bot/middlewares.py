@@ -9,8 +9,9 @@ from aiogram.types import TelegramObject
 from aiogram.types import User as TelegramUser
 
 from handlers.i18n import Locales
-from services.store import Database
+from services.store import Database, User
 from services.store import users
+from services.store.db import Conn
 
 
 class UserContextMiddleware(BaseMiddleware):
@@ -35,9 +36,11 @@ class UserContextMiddleware(BaseMiddleware):
         if user is None or (user.username, user.first_name, user.telegram_lang) != (
                 sender.username, sender.first_name or "", sender.language_code):
             # Written only when something changed, so an ordinary update costs one read.
-            async with self._db.transaction() as tx:
+            async def record(tx: Conn) -> User | None:
                 await users.upsert(tx, sender.id, sender.username, sender.first_name or "", sender.language_code)
-                user = await users.get(tx, sender.id)
+                return await users.get(tx, sender.id)
+
+            user = await self._db.run(record)
         assert user is not None
         data["user"] = user
         data["t"] = (self._locales.for_admin() if in_admin_chat

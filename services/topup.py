@@ -28,6 +28,7 @@ from services.store import coupons as coupon_repo
 from services import notifications
 from services.notifications import AdminManualDeposit
 from services.store import deposits, users
+from services.store.db import Conn
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class TopupService:
             choice = await self.choose_coupon(user_id=user_id, code=coupon_code, amount_cents=amount_cents,
                                               network=network)
 
-        async with self.db.transaction() as tx:
+        async def reserve(tx: Conn) -> int:
             # Counted with the user's row locked, then reserved in the same transaction: concurrent taps (on other
             # instances too) can't slip past the limits.
             await users.lock(tx, user_id)
@@ -194,6 +195,9 @@ class TopupService:
                     raise CouponError(CouponProblem.ALREADY_USED)
                 if not await coupon_repo.take_use(tx, choice.coupon.id):
                     raise CouponError(CouponProblem.USED_UP)
+            return deposit_id
+
+        deposit_id = await self.db.run(reserve)
 
         request = DepositRequest(deposit_id=deposit_id, user_id=user_id, coin=coin, network=network,
                                  amount_cents=amount_cents,
@@ -223,17 +227,14 @@ class TopupService:
                 raise TopupError(TopupProblem.TEMPORARILY_UNAVAILABLE) from exc
             raise
 
-        async with self.db.transaction() as tx:
+        async def record_created(tx: Conn) -> Deposit | None:
             recorded = await deposits.mark_created(
                 tx, deposit_id, order_id=created.order_id, address=created.address, pay_amount=created.pay_amount,
                 pay_currency=created.pay_currency, expires_at=created.expires_at, payment_url=created.payment_url,
                 quoted_cents=created.quoted_cents, first_check_at=now_ts() + self._first_check_delay)
             if not recorded:
                 await deposits.record_late_order(tx, deposit_id, created.order_id)
-        if not recorded:
-            await self._cancel_late_creation(deposit_id, created.order_id)
-            raise TopupError(TopupProblem.ABANDONED)
-        async with self.db.transaction() as tx:
+                return None
             deposit = await deposits.get(tx, deposit_id)
             assert deposit is not None
             if method == "card" and self._admin_chat_id is not None:
@@ -241,6 +242,12 @@ class TopupService:
                 await notifications.queue(tx, AdminManualDeposit(deposit, await users.get(tx, user_id)),
                                           chat_id=self._admin_chat_id, user_id=user_id, deposit_id=deposit_id,
                                           dedupe_key=f"deposit:{deposit_id}:admin:manual")
+            return deposit
+
+        deposit = await self.db.run(record_created)
+        if deposit is None:
+            await self._cancel_late_creation(deposit_id, created.order_id)
+            raise TopupError(TopupProblem.ABANDONED)
         log.info("deposit %s created at %s: order %s, %s %s/%s for %s cents", deposit_id, self.gateway.name,
                  created.order_id, created.pay_amount, request.coin, request.network, request.amount_cents)
         return deposit
@@ -307,8 +314,7 @@ class TopupService:
                 await alert_operator(tx, admin_chat_id=self._admin_chat_id, gateway=self.gateway.name, error=exc)
 
     async def attach_message(self, deposit_id: int, chat_id: int, message_id: int) -> None:
-        async with self.db.transaction() as tx:
-            await deposits.attach_message(tx, deposit_id, chat_id, message_id)
+        await self.db.run(lambda tx: deposits.attach_message(tx, deposit_id, chat_id, message_id))
 
     async def deposit_of(self, user_id: int, deposit_id: int) -> Deposit:
         """The user's own deposit; someone else's is reported exactly like a missing one."""
