@@ -259,6 +259,23 @@ async def queue(tx: Conn, payload: Payload, *, chat_id: int, dedupe_key: str,
                                 user_id=user_id, deposit_id=deposit_id, payload=to_json(payload))
 
 
+@dataclass(frozen=True)
+class ToQueue:
+    """A notification to queue with others in one statement (`queue_all`); the arguments of `queue`."""
+
+    payload: Payload
+    chat_id: int
+    dedupe_key: str
+    user_id: int | None = None
+    deposit_id: int | None = None
+
+
+async def queue_all(tx: Conn, items: list[ToQueue]) -> None:
+    """`queue` for each item, in one statement (one round trip on PostgreSQL)."""
+    await outbox.enqueue_many(tx, [(q.payload.kind.value, q.chat_id, q.dedupe_key, q.user_id, q.deposit_id,
+                                    to_json(q.payload)) for q in items])
+
+
 def to_json(payload: Payload) -> dict[str, Any]:
     encoded = _encode(payload)
     assert isinstance(encoded, dict)

@@ -23,7 +23,9 @@ from services.notifications import (
     DepositExpired,
     DepositPaid,
     Payload,
+    ToQueue,
     queue,
+    queue_all,
 )
 from services.store import Database, Deposit, DepositStatus, LedgerKind, User
 from services.operator_events import EventType, OperatorEvents
@@ -210,14 +212,16 @@ class Settler:
         user = await users.get(tx, deposit.user_id)  # its balance as the ledger's trigger left it
         # A sandbox payment shows the sandbox's balance; a real one the real money only.
         balance = None if user is None else user.balance_shown(sandbox=deposit.test)
-        await queue(tx, DepositPaid(fresh, user, credit, bonus, balance, bonus_lost), chat_id=deposit.chat_id,
-                    user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid")
-        await self._enqueue_card(tx, fresh, user)
         review = (update.state is PaymentState.UNDERPAID or credit != deposit.expected_credit_cents
                   or update.note is not None)
-        await self._enqueue_admin(tx, fresh, "paid", AdminDepositPaid(
-            fresh, user, credit, bonus, txid=update.txid, review=review, raw_status=update.raw_status,
-            note=update.note))
+        # The customer's message and the admin line: one INSERT for both; then the card, after the message.
+        await queue_all(tx, [item for item in (
+            ToQueue(DepositPaid(fresh, user, credit, bonus, balance, bonus_lost), chat_id=deposit.chat_id,
+                    user_id=deposit.user_id, deposit_id=deposit.id, dedupe_key=f"deposit:{deposit.id}:paid"),
+            self._admin(fresh, "paid", AdminDepositPaid(fresh, user, credit, bonus, txid=update.txid, review=review,
+                                                        raw_status=update.raw_status, note=update.note)),
+        ) if item is not None])
+        await self._enqueue_card(tx, fresh, user)
         return Settlement(Outcome.CREDITED, fresh, credit, bonus, balance)
 
     async def _coupon_bonus(self, tx: Conn, deposit: Deposit, credit: int) -> tuple[int, bool]:
@@ -305,10 +309,15 @@ class Settler:
         await enqueue_card_refresh(tx, deposit, deposit.status.value, user)
 
     async def _enqueue_admin(self, tx: Conn, deposit: Deposit, key: str, payload: Payload) -> None:
+        line = self._admin(deposit, key, payload)
+        if line is not None:
+            await queue_all(tx, [line])
+
+    def _admin(self, deposit: Deposit, key: str, payload: Payload) -> ToQueue | None:
         if self._admin_chat_id is None:
-            return
-        await queue(tx, payload, chat_id=self._admin_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,
-                    dedupe_key=f"deposit:{deposit.id}:admin:{key}")
+            return None
+        return ToQueue(payload, chat_id=self._admin_chat_id, user_id=deposit.user_id, deposit_id=deposit.id,
+                       dedupe_key=f"deposit:{deposit.id}:admin:{key}")
 
 
 async def enqueue_card_refresh(tx: Conn, deposit: Deposit, news: str, user: User | None = None) -> None:

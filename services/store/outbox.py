@@ -28,6 +28,22 @@ async def enqueue(conn: Conn, *, kind: str, chat_id: int, dedupe_key: str,
     )
 
 
+async def enqueue_many(conn: Conn, rows: list[tuple[str, int, str, int | None, int | None, dict[str, Any]]]) -> None:
+    """`enqueue` for several notifications in one statement: (kind, chat_id, dedupe_key, user_id, deposit_id,
+    payload) each; a key queued before is skipped, the others are queued."""
+    if not rows:
+        return
+    now = now_ts()
+    values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in rows)
+    params: list[Any] = []
+    for kind, chat_id, dedupe_key, user_id, deposit_id, payload in rows:
+        params += [kind, chat_id, user_id, deposit_id, json.dumps(payload), dedupe_key, now, now]
+    await execute(conn, f"""
+        INSERT INTO notifications (kind, chat_id, user_id, deposit_id, payload, dedupe_key, next_attempt_at, created_at)
+        VALUES {values} ON CONFLICT (dedupe_key) DO NOTHING
+        """, params)
+
+
 async def supersede(conn: Conn, dedupe_keys: list[str]) -> None:
     """Drop the still-pending notifications with these keys: a newer one says the same thing, more up to date."""
     if dedupe_keys:

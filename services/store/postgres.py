@@ -67,6 +67,13 @@ def _numeric(text: str) -> int | Decimal:
     return int(text) if text.lstrip("-").isdigit() else Decimal(text)
 
 
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query on release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL): a round trip per
+    transaction for session state the pool's connections never take. Session locks live on connections of their
+    own (`session_lock`), advisory locks here are transaction-scoped, cursors live inside transactions, and nothing
+    LISTENs or SETs. An open transaction is still rolled back by asyncpg before this is called."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("numeric", encoder=str, decoder=_numeric, schema="pg_catalog", format="text")
 
@@ -173,7 +180,7 @@ class PostgresDatabase(Database):
         try:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self._pool_size,
                                                    server_settings=dict(SERVER_SETTINGS), init=_init_connection,
-                                                   timeout=CONNECT_TIMEOUT_SECONDS)
+                                                   reset=_nothing_to_reset, timeout=CONNECT_TIMEOUT_SECONDS)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnreachable(f"cannot connect to PostgreSQL at {self._safe}: {exc}") from None
         self._reader = PgConn(self._pool)
