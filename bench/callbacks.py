@@ -399,7 +399,7 @@ async def count_results(db_path: str) -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=None,
-                        help="distinct deposits and signed callbacks (default 25,000 with wrk, 5,000 with aiohttp)")
+                        help="distinct deposits and signed callbacks (default 45,000 with wrk, 5,000 with aiohttp)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--generator", choices=("auto", "aiohttp", "wrk"), default="auto",
                         help="wrk: for --seconds, bodies in turn; aiohttp: a Python client process sending each body "
@@ -441,7 +441,7 @@ def main() -> int:
         print("wrk is not installed (apt-get install wrk); use --generator aiohttp", file=sys.stderr)
         return 2
     if args.requests is None:
-        args.requests = 25_000 if args.generator == "wrk" else 5_000
+        args.requests = 45_000 if args.generator == "wrk" else 5_000
 
     how = f"wrk for {args.seconds}s" if args.generator == "wrk" else "aiohttp client, each body once"
     header(f"payment callbacks: {args.requests} pending deposits with signed callbacks, {args.connections} "
