@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,8 +44,6 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 
 async def measure(db_path: Path) -> dict[str, Any]:
-    import resource
-
     from aiogram import Bot
     from aiogram.client.default import DefaultBotProperties
     from aiogram.enums import ParseMode
@@ -126,12 +125,21 @@ async def measure(db_path: Path) -> dict[str, Any]:
 
     await bot.session.close()
     await app.close()
-    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["maxrss_kb"] = peak_rss_kb()
     return out
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS: VmHWM, which belongs to the process image. (ru_maxrss is carried across fork and
+    exec on Linux, so a child started by a big parent reported the parent's peak: both sides read 333.8 MiB.)"""
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def bare_rss() -> int:
-    code = "import resource, aiogram; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    code = "import aiogram; from bench.scale import peak_rss_kb; print(peak_rss_kb())"
     return int(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                               check=True, timeout=60).stdout.strip())
 
