@@ -26,6 +26,7 @@ from services.operator_events import OperatorEvents
 from services.store import Database, Deposit, LedgerEntry, LedgerKind, User, now_ts
 from services.store import charges, deposits, ledger, users
 from services.store.charges import Charge, Refund
+from services.store.db import Conn
 
 
 class WalletProblem(str, Enum):
@@ -114,7 +115,8 @@ class Wallet:
         if amount_cents <= 0:
             raise ValueError("a charge takes a positive amount")
         asked = request_hash("charge", user_id, amount_cents, description, reference)
-        async with self._db.transaction() as tx:
+
+        async def work(tx: Conn) -> ChargeResult:
             # The user's row first: charges of one user queue here, so the key check and the balance check below
             # see every charge committed before this one, on every engine.
             if not await users.lock(tx, user_id):
@@ -144,8 +146,13 @@ class Wallet:
                     tx, BalanceCharged(await users.get(tx, user_id), amount_cents, description,
                                        charge.balance_after_cents),
                     chat_id=user_id, user_id=user_id, dedupe_key=f"charge:{charge.id}:notify")
-        self._woken()
-        return ChargeResult(charge, replayed=False)
+            return ChargeResult(charge, replayed=False)
+
+        # One transaction, in SQLite's group commit with the charges arriving meanwhile (Database.run).
+        result = await self._db.run(work)
+        if not result.replayed:
+            self._woken()
+        return result
 
     @staticmethod
     def _replay_charge(earlier: Charge, asked: str) -> ChargeResult:
