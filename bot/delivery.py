@@ -163,8 +163,8 @@ class DeliveryWorker:
             await asyncio.sleep(wait)
         sent = time.monotonic()
         # Paced by the schedule, not by when the loop woke up: waking a few ms late (a busy box) would otherwise
-        # stretch every gap (23/s for 25/s, bench/README.md). A late send lets the next come up to half a gap
-        # sooner, never more, so no second of sends exceeds the rate by more than a message.
+        # stretch every gap (23/s for 25/s, bench/README.md). A late send lets the next come at most half a gap
+        # sooner (the full bench run peaked at 27 sends in a second at 25/s, under Telegram's 30).
         self._last_send = max(due, sent - self._min_gap / 2)
         self._last_by_chat[chat_id] = sent
 
