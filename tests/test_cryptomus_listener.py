@@ -720,16 +720,16 @@ async def test_a_failure_while_queueing_the_notifications_leaves_no_credit_at_al
     rolled back with it (Cryptomus is asked to retry), and the retry credits once and tells the customer once."""
     import services.settlement
 
-    real_queue = services.settlement.queue
+    real_queue_all = services.settlement.queue_all
     failures = []
 
-    async def queue_failing_once(tx, payload, **kw):
-        if payload.kind.value == "deposit_paid" and not failures:
-            failures.append(payload)
+    async def queue_failing_once(tx, items):  # the credit queues its notifications in one statement
+        if any(item.payload.kind.value == "deposit_paid" for item in items) and not failures:
+            failures.append(items)
             raise sqlite3.OperationalError("disk I/O error")
-        return await real_queue(tx, payload, **kw)
+        return await real_queue_all(tx, items)
 
-    monkeypatch.setattr(services.settlement, "queue", queue_failing_once)
+    monkeypatch.setattr(services.settlement, "queue_all", queue_failing_once)
     d = await create(listener)
     fake.set_status(d.order_id, "paid")
     assert await listener.send(d.order_id) == 503
