@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.conversation [--users 300] [--concurrency 32] [--redis redis://127.0.0.1:6379/15]
 
 The real application (bot/app.py build_application: SQLite file, SQLite FSM storage, middlewares, every router,
-sandbox gateway) takes each user through: /start, tap Top up, tap USDT, tap TRON (TRC-20), type 12,50, type the
-coupon WELCOME10, tap Create deposit, tap Simulate payment: 8 updates a user, each built from the bot's previous
+sandbox gateway) takes each user through: /start, tap Top up, tap USDT, tap TRON (TRC-20), type 12,50, tap Add coupon, type
+the coupon WELCOME10, tap Create deposit, tap Simulate payment: 9 updates a user, each built from the bot's previous
 answer like a Telegram client would. The Bot API is an in-process recording session (bench/common.py): requests
 are serialised and answers parsed by aiogram as usual, with no network, so the figure is the bot's own cost.
 Users run concurrently (one update at a time per user, as the dispatcher's event isolation allows).
@@ -92,6 +92,7 @@ async def drive_real(users: int, concurrency: int, tmp: Path, profile: str | Non
         await tap("USDT")
         await tap("TRON (TRC-20)")
         await send("12,50")
+        await tap("Add coupon")
         await send("WELCOME10")
         await tap("Create deposit")
         await tap("Simulate payment")
@@ -178,7 +179,7 @@ def main() -> int:
     parser.add_argument("--redis", metavar="URL", help="conversation state and the per-user lock in this Redis "
                                                        "(e.g. redis://127.0.0.1:6379/15), as with REDIS_URL")
     args = parser.parse_args()
-    header(f"conversation: {args.users} users x 8 updates, {args.concurrency} at once, recording Bot API session")
+    header(f"conversation: {args.users} users x 9 updates, {args.concurrency} at once, recording Bot API session")
     tmp = Path(tempfile.mkdtemp(prefix="bench-conversation-"))
     try:
         real_elapsed, fed, checks = asyncio.run(drive_real(args.users, args.concurrency, tmp, args.profile,
@@ -202,7 +203,7 @@ def main() -> int:
         print("  (a tap judged against an FSM state older than the user's previous step: the shared reader "
               "connection's WAL snapshot; see bench/README.md)")
     print(line("updates/s", f"{real_rate:,.0f}{' (under cProfile)' if args.profile else ''}"))
-    print(line("per conversation (8 updates)", f"{real_elapsed / args.users * 1000 * args.concurrency:.0f} ms "
+    print(line("per conversation (9 updates)", f"{real_elapsed / args.users * 1000 * args.concurrency:.0f} ms "
                f"wall at this concurrency"))
     print("bare aiogram echo bot, same updates, same session:")
     print(line("updates / elapsed", f"{updates} / {echo_elapsed:.2f} s (CPU {echo_cpu:.2f} s; {echo_calls} Bot API "

@@ -28,7 +28,6 @@ from services.store import coupons as coupon_repo
 from services import notifications
 from services.notifications import AdminManualDeposit
 from services.store import deposits, users
-from services.store.db import Conn
 
 log = logging.getLogger(__name__)
 
