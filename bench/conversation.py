@@ -84,7 +84,15 @@ async def drive_real(users: int, concurrency: int, tmp: Path, profile: str | Non
             await feed(index, message_update(next(update_ids), uid, text, next(message_ids)))
 
         async def tap(label: str) -> None:
-            message, data = session.button(uid, label)
+            deadline = time.perf_counter() + 20
+            while True:  # the deposit card comes from a background task once the gateway answered
+                try:
+                    message, data = session.button(uid, label)
+                    break
+                except LookupError:
+                    if time.perf_counter() > deadline:
+                        raise
+                    await asyncio.sleep(0.005)
             await feed(index, callback_update(next(update_ids), uid, data, message))
 
         await send("/start")
