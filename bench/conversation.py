@@ -4,9 +4,10 @@
 
 The real application (bot/app.py build_application: SQLite file, SQLite FSM storage, middlewares, every router,
 sandbox gateway) takes each user through: /start, tap Top up, tap USDT, tap TRON (TRC-20), type 12,50, tap Add
-coupon, type the coupon WELCOME10, tap Create deposit, tap Simulate payment: 9 updates a user, each built from the bot's previous
-answer like a Telegram client would. The Bot API is an in-process recording session (bench/common.py): requests
-are serialised and answers parsed by aiogram as usual, with no network, so the figure is the bot's own cost.
+coupon, type the coupon WELCOME10, tap Create deposit, tap Simulate payment: 9 updates a user, each built from the
+bot's previous answer like a Telegram client would. The Bot API is an in-process recording session
+(bench/common.py): requests are serialised and answers parsed by aiogram as usual, with no network, so the figure is
+the bot's own cost.
 Users run concurrently (one update at a time per user, as the dispatcher's event isolation allows).
 
 Then exactly the same updates, in the same per-user order and concurrency, go through a bare aiogram Dispatcher
