@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from services.gateways.cryptomus import CryptomusGateway
+from services.gateways.heleket import HeleketGateway
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.cryptomus import FakeCryptomus
 from tests.harness import Harness
@@ -84,3 +85,20 @@ async def test_the_payment_page_sends_the_payer_back_to_the_bot(bot: Harness, cr
     sent = cryptomus.invoice_request(order_id)
 
     assert sent["url_return"] == sent["url_success"] == "https://t.me/topup_test_bot"
+
+
+async def test_a_heleket_page_sends_the_payer_back_to_the_bot(api: FakeBotAPI, tmp_path: Path,
+                                                               cryptomus: FakeCryptomus) -> None:
+    """Heleket speaks Cryptomus' protocol, so Cryptomus' fake stands in for it."""
+    gateway = HeleketGateway(cryptomus.base_url, MERCHANT, KEY, callback_url=None)
+    bot = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway)
+    try:
+        await bot.send(USER, "/topup")
+        await bot.tap(USER, "USDT")
+        await bot.send(USER, "25")
+        await bot.tap(USER, "Create")
+        [order_id] = cryptomus.invoices
+        sent = cryptomus.invoice_request(order_id)
+        assert sent["url_return"] == sent["url_success"] == "https://t.me/topup_test_bot"
+    finally:
+        await bot.close()
