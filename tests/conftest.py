@@ -12,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +26,31 @@ import pytest
 from services.store import Database
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# The README's test command starts this machine kind's PostgreSQL and Redis when they are down, with the commands
+# .ci/run uses, so a fresh machine runs the whole suite too. Elsewhere (no such commands) the tests say what is missing.
+_START_LOCAL_SERVICES = {
+    5432: "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    6379: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+}
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for port, command in _START_LOCAL_SERVICES.items():
+        if _listening(port) or shutil.which(command.split()[0]) is None:
+            continue
+        subprocess.run(command, shell=True, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(30):
+            if _listening(port):
+                break
+            time.sleep(1)
 ENGINES = ("sqlite", "postgresql")
 _unreachable: dict[str, str | None] = {}
 
