@@ -26,6 +26,7 @@ from bot.config import ConfigError, Settings
 from bot.database import open_database
 from bot.delivery import DeliveryWorker
 from bot.operator_webhook import EventSender
+from bot.telegram_models import pin_response_models
 from bot.fsm_storage import FSMWriteBack, SQLiteStorage
 from handlers.i18n import Locales
 from handlers.ui.views import support_line
@@ -132,6 +133,7 @@ class Application:
 
 async def build_application(settings: Settings, *, gateway: Gateway | None = None,
                             policies: dict[str, CallbackPolicy] | None = None) -> Application:
+    pin_response_models()
     db = await open_database(settings.database_url)
     if gateway is None:
         gateway, capabilities, policies = await build_gateway(settings, db)

@@ -1,12 +1,10 @@
 """Rendering: every user-visible text and keyboard is built here from translated messages."""
 from __future__ import annotations
 
-import io
 import time
 from datetime import datetime, timezone
 from typing import Protocol
 
-import segno
 from aiogram.types import CopyTextButton, InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
@@ -188,16 +186,6 @@ def qr_payload(deposit: Deposit) -> str:
 
 def _payment_uri(deposit: Deposit) -> str | None:
     return payment_uri(deposit.pay_currency or deposit.coin, deposit.network, deposit.address, deposit.pay_amount)
-
-
-QR_MASK = 0
-
-
-def qr_png(address: str) -> bytes:
-    buffer = io.BytesIO()
-    # A fixed mask: segno's search for the best of the eight costs about half the 6 ms a code takes; any mask scans.
-    segno.make(address, error="m", mask=QR_MASK).save(buffer, kind="png", scale=10, border=4)  # 4: the quiet zone
-    return buffer.getvalue()
 
 
 def format_time(ts: int) -> str:

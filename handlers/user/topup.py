@@ -25,6 +25,7 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup
 from handlers.i18n import Translator
 from handlers.ui import views
 from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, LinkCb, MenuAction, MenuCb, NetworkCb
+from handlers.ui.qr import qr_png
 from handlers.ui.replies import replace_or_answer
 from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
 from services.coupons import CouponChoice, CouponError, promised_bonus
@@ -402,7 +403,7 @@ async def send_deposit_card(message: Message, t: Translator, topup: TopupService
     else:
         assert deposit.address is not None
         card = await message.answer_photo(
-            BufferedInputFile(views.qr_png(views.qr_payload(deposit)), filename=f"deposit-{deposit.id}.png"),
+            BufferedInputFile(qr_png(views.qr_payload(deposit)), filename=f"deposit-{deposit.id}.png"),
             caption=caption, reply_markup=keyboard)
     await topup.attach_message(deposit.id, card.chat.id, card.message_id)
     # The card shown before (from History, say) loses its buttons; the "Creating…" message this card answers has none.
