@@ -30,7 +30,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, free_port, header, line, percentile
+from bench.common import (ROOT, free_port, header, line, percentile, pg_schema, start_server, stop_server,
+                          until_stdin_closes)
 
 MERCHANT = "bench-merchant-uuid"
 KEY = "bench-payment-key-7f3a"
@@ -86,6 +87,7 @@ async def serve_real(db_path: str, port: int, log_path: Path, *, profile: str | 
 
     from aiohttp import web
 
+    from bot.heap import freeze_startup_heap
     from bot.web import build_web_app
     from services.gateways.cryptomus import CryptomusGateway
     from services.settlement import Settler
@@ -107,12 +109,13 @@ async def serve_real(db_path: str, port: int, log_path: Path, *, profile: str | 
     runner = web.AppRunner(build_web_app(db, gateway, inbox), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    freeze_startup_heap()  # as `python -m bot` does once the application is built
     profiler = None
     if profile:  # diagnosis only (--profile): where the listener's time goes
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
-    await _until_stdin_closes()
+    await until_stdin_closes()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -133,14 +136,8 @@ async def serve_bare(port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-    await _until_stdin_closes()
+    await until_stdin_closes()
     await runner.cleanup()
-
-
-async def _until_stdin_closes() -> None:
-    print("READY", flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # the parent closes our stdin to stop us
 
 
 # --- the engine's own ceiling (its own process) -------------------------------------------------------------------
@@ -343,27 +340,6 @@ def run_wrk(url: str, bodies_path: Path, connections: int, seconds: int, tmp: Pa
 
 # --- orchestration ---------------------------------------------------------------------------------------------------
 
-def start_server(args: list[str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.callbacks", *args], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    ready = proc.stdout.readline()
-    if ready.strip() != "READY":
-        proc.kill()
-        raise RuntimeError(f"server {args} did not start: {ready!r}")
-    return proc
-
-
-def stop_server(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def load(url: str, bodies: Path, connections: int, generator: str, seconds: int, tmp: Path) -> dict[str, Any]:
     if generator == "wrk":
         return run_wrk(url, bodies, connections, seconds, tmp)
@@ -453,7 +429,7 @@ def main() -> int:
     schema = f"bench_{os.getpid()}"
     try:
         if args.database:
-            db_path = asyncio.run(_schema(args.database, schema, create=True))
+            db_path = asyncio.run(pg_schema(args.database, schema, create=True))
             engine = f"PostgreSQL {db_path.split('@')[-1].split('?')[0]}, READ COMMITTED, pool of 10"
         else:
             db_path = f"sqlite:///{tmp / 'bot.sqlite3'}"
@@ -464,7 +440,7 @@ def main() -> int:
         print(f"  prepared {args.requests} pending deposits and signed bodies in {time.perf_counter() - started:.1f}s")
 
         port = free_port()
-        server = start_server(["--serve", "real", "--db", db_path, "--port", str(port),
+        server = start_server("bench.callbacks", ["--serve", "real", "--db", db_path, "--port", str(port),
                                "--log", str(tmp / "listener.log"),
                                *(["--profile", args.profile] if args.profile else []),
                                *(["--sync", args.sync] if args.sync else [])])
@@ -476,16 +452,16 @@ def main() -> int:
         counts = asyncio.run(count_results(db_path))
 
         if args.database:
-            ceiling_url = asyncio.run(_schema(args.database, f"{schema}_ceiling", create=True))
+            ceiling_url = asyncio.run(pg_schema(args.database, f"{schema}_ceiling", create=True))
             try:
                 raw = measure_ceiling(ceiling_url, args.connections, tmp)
             finally:
-                asyncio.run(_schema(args.database, f"{schema}_ceiling", create=False))
+                asyncio.run(pg_schema(args.database, f"{schema}_ceiling", create=False))
         else:
             raw = measure_ceiling("sqlite", args.connections, tmp)
 
         port = free_port()
-        server = start_server(["--serve", "bare", "--port", str(port)])
+        server = start_server("bench.callbacks", ["--serve", "bare", "--port", str(port)])
         try:
             bare = load(f"http://127.0.0.1:{port}{PATH}", bodies, args.connections, args.generator, args.seconds,
                         tmp)
@@ -530,22 +506,8 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         if args.database:
-            asyncio.run(_schema(args.database, schema, create=False))
+            asyncio.run(pg_schema(args.database, schema, create=False))
     return 0
-
-
-async def _schema(url: str, schema: str, *, create: bool) -> str:
-    """Create (or drop) the bench's own schema; the URL that puts the bot in it."""
-    import asyncpg
-
-    from tests.conftest import with_search_path
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}" if create else f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    finally:
-        await conn.close()
-    return with_search_path(url, schema)
 
 
 if __name__ == "__main__":

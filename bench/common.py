@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -70,6 +71,51 @@ def header(title: str) -> None:
     print(f"== {title}")
     print(machine())
     sys.stdout.flush()
+
+
+# --- servers in processes of their own, and PostgreSQL schemas of their own ------------------------------------------
+
+def start_server(module: str, args: list[str]) -> subprocess.Popen[str]:
+    """`python -m <module> <args>` as a server process; returns once it printed READY (see `until_stdin_closes`)."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    if ready.strip() != "READY":
+        proc.kill()
+        raise RuntimeError(f"server {module} {args} did not start: {ready!r}")
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """Close its stdin (the server's signal to shut down cleanly); kill it if it takes longer than 30 s."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def until_stdin_closes() -> None:
+    """In a server process: say READY, then serve until the parent closes our stdin."""
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def pg_schema(url: str, schema: str, *, create: bool) -> str:
+    """Create (or drop) a benchmark's own PostgreSQL schema; the URL that puts the bot in it."""
+    import asyncpg
+
+    from tests.conftest import with_search_path
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}" if create else f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
+    return with_search_path(url, schema)
 
 
 # --- a Bot API session that answers in-process and records what the bot sent --------------------------------------

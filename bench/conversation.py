@@ -57,6 +57,7 @@ async def drive_real(users: int, concurrency: int, tmp: Path, profile: str | Non
 
     from bot.app import build_application
     from bot.config import load_settings
+    from bot.heap import freeze_startup_heap
     from services.store import CouponKind, coupons
     from services.store.db import fetch_value
 
@@ -68,6 +69,7 @@ async def drive_real(users: int, concurrency: int, tmp: Path, profile: str | Non
     app = await build_application(settings)
     async with app.db.transaction() as tx:
         await coupons.create(tx, code="WELCOME10", kind=CouponKind.PERCENT, value=10)
+    freeze_startup_heap()  # as `python -m bot` does once the application is built
     session = recording_session()
     bot = Bot(TOKEN, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     update_ids = iter(range(1, 10**9))

@@ -26,6 +26,7 @@ from bot.config import ConfigError, Settings
 from bot.database import open_database
 from bot.delivery import DeliveryWorker
 from bot.operator_webhook import EventSender
+from bot.heap import freeze_startup_heap
 from bot.telegram_models import pin_response_models
 from bot.fsm_storage import FSMWriteBack, SQLiteStorage
 from handlers.i18n import Locales
@@ -289,6 +290,7 @@ async def run(settings: Settings) -> None:
         app = await build_application(settings)
         if app.redis is not None and (warning := eviction_warning(await app.redis.eviction_policy())):
             log.warning(warning)
+        freeze_startup_heap()
     except BaseException:
         await bot.session.close()
         raise

@@ -24,5 +24,5 @@ def pin_response_models() -> int:
         if isinstance(method, type) and issubclass(method, TelegramMethod) and method is not TelegramMethod:
             returning = getattr(method, "__returning__", None)
             if returning is not None and returning not in _pinned:
-                _pinned[returning] = Response[returning]
+                _pinned[returning] = Response[returning]  # type: ignore[valid-type]  # a type held in a variable
     return len(_pinned)
