@@ -9,6 +9,10 @@ from aiogram.types import CallbackQuery, Message
 from handlers.admin_access import AdminAccess
 from handlers.i18n import Translator
 from handlers.admin.confirm import ConfirmCb, on_confirm
+from handlers.in_loop import InLoop
+
+# Staff commands are answered in groups; in private the customer routers answer.
+IN_GROUP = InLoop(F.chat.type != "private")
 
 
 async def admin_help(message: Message, t: Translator) -> None:
@@ -23,7 +27,7 @@ async def refuse(message: Message, t: Translator, admin_access: AdminAccess) -> 
 
 def build_router() -> Router:
     router = Router(name="admin-core")
-    router.message.register(admin_help, Command("help", "start"), F.chat.type != "private")
+    router.message.register(admin_help, Command("help", "start"), IN_GROUP)
     router.callback_query.register(on_confirm, ConfirmCb.filter())
     return router
 
@@ -35,7 +39,7 @@ async def refuse_tap(cb: CallbackQuery, t: Translator) -> None:
 
 def build_refusal_router(commands: tuple[str, ...], buttons: tuple[type[CallbackData], ...]) -> Router:
     router = Router(name="admin-refusal")
-    router.message.register(refuse, Command(*commands), F.chat.type != "private")
+    router.message.register(refuse, Command(*commands), IN_GROUP)
     for button in buttons:
         router.callback_query.register(refuse_tap, button.filter())
     return router

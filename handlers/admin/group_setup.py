@@ -12,6 +12,7 @@ from aiogram.types import ChatMemberUpdated, Message
 
 from handlers.admin_access import AdminAccess
 from handlers.i18n import Locales
+from handlers.in_loop import InLoop
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,6 @@ async def group_upgraded(message: Message, locales: Locales, admin_access: Admin
 def build_router() -> Router:
     router = Router(name="admin-group-setup")
     router.my_chat_member.register(joined_group, ChatMemberUpdatedFilter(member_status_changed=JOIN_TRANSITION),
-                                   F.chat.type.in_(GROUPS))
-    router.message.register(group_upgraded, F.migrate_from_chat_id)
+                                   InLoop(F.chat.type.in_(GROUPS)))
+    router.message.register(group_upgraded, InLoop(F.migrate_from_chat_id))
     return router

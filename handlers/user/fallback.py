@@ -1,11 +1,12 @@
 """Whatever no other router took: buttons from old or foreign messages, and stray private messages."""
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.types import CallbackQuery, Message
 
 from handlers.i18n import Translator
 from handlers.ui import views
+from handlers.user.filters import PRIVATE
 
 
 async def stale_button(cb: CallbackQuery, t: Translator) -> None:
@@ -19,5 +20,5 @@ async def unknown_message(message: Message, t: Translator) -> None:
 def build_router() -> Router:
     router = Router(name="fallback")
     router.callback_query.register(stale_button)
-    router.message.register(unknown_message, F.chat.type == "private")
+    router.message.register(unknown_message, PRIVATE)
     return router

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.filters import Command, or_f
+from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
@@ -27,7 +27,7 @@ from handlers.ui import views
 from handlers.ui.callbacks import AmountCb, CoinCb, FlowAction, FlowCb, LinkCb, MenuAction, MenuCb, NetworkCb
 from handlers.ui.qr import qr_png
 from handlers.ui.replies import replace_or_answer
-from handlers.user.filters import NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
+from handlers.user.filters import HAS_TEXT, NOT_COMMAND, PRIVATE, PRIVATE_CALLBACK
 from services.coupons import CouponChoice, CouponError, promised_bonus
 from services.matrix import LINK_COIN, LINK_METHODS, coin_from_text
 from services.money import AmountError, AmountLimits, AmountProblem, check_limits, parse_usd_within
@@ -469,19 +469,24 @@ def build_router() -> Router:
     router.callback_query.filter(PRIVATE_CALLBACK)
     router.message.register(topup_command, Command("topup"))
     router.callback_query.register(topup_button, MenuCb.filter(F.action == MenuAction.TOPUP))
-    router.callback_query.register(pick_coin, TopupFlow.coin, CoinCb.filter())
-    router.callback_query.register(pick_link, TopupFlow.coin, LinkCb.filter())
-    router.message.register(type_coin, TopupFlow.coin, F.text, NOT_COMMAND)
-    router.callback_query.register(pick_network, TopupFlow.network, NetworkCb.filter())
-    router.message.register(network_not_picked, TopupFlow.network, NOT_COMMAND)
-    router.callback_query.register(pick_amount, TopupFlow.amount, AmountCb.filter())
-    router.message.register(type_amount, TopupFlow.amount, F.text, NOT_COMMAND)
-    router.message.register(amount_not_text, TopupFlow.amount, NOT_COMMAND)
-    router.callback_query.register(add_coupon, TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.ADD_COUPON))
+    # StateFilter, not the bare State: aiogram runs a plain callable such as a State in a worker thread.
+    at_coin, at_network, at_amount = (StateFilter(TopupFlow.coin), StateFilter(TopupFlow.network),
+                                      StateFilter(TopupFlow.amount))
+    at_coupon, at_confirm = StateFilter(TopupFlow.coupon), StateFilter(TopupFlow.confirm)
+    at_coupon_or_confirm = StateFilter(TopupFlow.coupon, TopupFlow.confirm)
+    router.callback_query.register(pick_coin, at_coin, CoinCb.filter())
+    router.callback_query.register(pick_link, at_coin, LinkCb.filter())
+    router.message.register(type_coin, at_coin, HAS_TEXT, NOT_COMMAND)
+    router.callback_query.register(pick_network, at_network, NetworkCb.filter())
+    router.message.register(network_not_picked, at_network, NOT_COMMAND)
+    router.callback_query.register(pick_amount, at_amount, AmountCb.filter())
+    router.message.register(type_amount, at_amount, HAS_TEXT, NOT_COMMAND)
+    router.message.register(amount_not_text, at_amount, NOT_COMMAND)
+    router.callback_query.register(add_coupon, at_confirm, FlowCb.filter(F.action == FlowAction.ADD_COUPON))
     # A code typed at the confirmation is a coupon too: no need to find "Add coupon" first.
-    router.message.register(type_coupon, or_f(TopupFlow.coupon, TopupFlow.confirm), F.text, NOT_COMMAND)
-    router.message.register(coupon_not_text, TopupFlow.coupon, NOT_COMMAND)
-    router.callback_query.register(create_deposit, TopupFlow.confirm, FlowCb.filter(F.action == FlowAction.CREATE))
+    router.message.register(type_coupon, at_coupon_or_confirm, HAS_TEXT, NOT_COMMAND)
+    router.message.register(coupon_not_text, at_coupon, NOT_COMMAND)
+    router.callback_query.register(create_deposit, at_confirm, FlowCb.filter(F.action == FlowAction.CREATE))
     router.callback_query.register(back, FlowCb.filter(F.action == FlowAction.BACK))
     router.callback_query.register(cancel_flow, FlowCb.filter(F.action == FlowAction.CANCEL))
     return router
