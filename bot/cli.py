@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 from bot.config import ConfigError
@@ -44,6 +45,20 @@ def database_url() -> DatabaseURL | None:
     except ValueError as exc:
         print(f"Configuration error: DATABASE_URL: {exc}", file=sys.stderr)
         return None
+
+
+async def _with_database(url: DatabaseURL, command: Callable[[Database], Awaitable[int]]) -> int:
+    """`command`'s exit status, run on the opened database, which is closed however it ends; a database that can't be
+    opened is one line and status 2, as any other bad setting is."""
+    try:
+        db = await open_database(url)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return await command(db)
+    finally:
+        await db.close()
 
 
 def run_migrate(args: list[str]) -> int:
@@ -116,46 +131,38 @@ def run_coupons(args: list[str]) -> int:
     if not args or args[0] not in ("add", "list", "disable", "enable"):
         print(USAGE, file=sys.stderr)
         return 2
-    return asyncio.run(_coupons(url, args[0], args[1:]))
+    return asyncio.run(_with_database(url, lambda db: _coupons(db, args[0], args[1:])))
 
 
-async def _coupons(url: DatabaseURL, command: str, args: list[str]) -> int:
-    try:
-        db = await open_database(url)
-    except ConfigError as exc:
-        print(f"Configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if command == "add":
-            try:
-                spec = parse_coupon_spec(" ".join(args))
-            except CouponSpecError as exc:
-                got = f" (got {exc.detail!r})" if exc.detail else ""
-                print(f"Not added: {SPEC_PROBLEMS[exc.problem]}{got}\n{USAGE}", file=sys.stderr)
-                return 2
-            if await add_coupon(db, spec) is None:
-                print(f"Not added: a coupon {spec.code} exists already", file=sys.stderr)
-                return 1
-            added = await coupon_repo.by_code(db.reader, spec.code)
-            assert added is not None
-            print(f"Added {describe(added)}")
-            return 0
-        if command == "list":
-            for coupon in await coupon_repo.all_coupons(db.reader):
-                print(describe(coupon))
-            return 0
-        if len(args) != 1:
-            print(USAGE, file=sys.stderr)
+async def _coupons(db: Database, command: str, args: list[str]) -> int:
+    if command == "add":
+        try:
+            spec = parse_coupon_spec(" ".join(args))
+        except CouponSpecError as exc:
+            got = f" (got {exc.detail!r})" if exc.detail else ""
+            print(f"Not added: {SPEC_PROBLEMS[exc.problem]}{got}\n{USAGE}", file=sys.stderr)
             return 2
-        async with db.transaction() as tx:
-            changed = await coupon_repo.set_active(tx, args[0], command == "enable")
-        if not changed:
-            print(f"No coupon {args[0]}", file=sys.stderr)
+        if await add_coupon(db, spec) is None:
+            print(f"Not added: a coupon {spec.code} exists already", file=sys.stderr)
             return 1
-        print(f"{args[0]} {command}d")
+        added = await coupon_repo.by_code(db.reader, spec.code)
+        assert added is not None
+        print(f"Added {describe(added)}")
         return 0
-    finally:
-        await db.close()
+    if command == "list":
+        for coupon in await coupon_repo.all_coupons(db.reader):
+            print(describe(coupon))
+        return 0
+    if len(args) != 1:
+        print(USAGE, file=sys.stderr)
+        return 2
+    async with db.transaction() as tx:
+        changed = await coupon_repo.set_active(tx, args[0], command == "enable")
+    if not changed:
+        print(f"No coupon {args[0]}", file=sys.stderr)
+        return 1
+    print(f"{args[0]} {command}d")
+    return 0
 
 
 def describe(coupon: Coupon) -> str:
@@ -188,38 +195,30 @@ def run_api_keys(args: list[str]) -> int:
     if not valid or (rest and not _KEY_NAME_RE.fullmatch(rest[0])):
         print(API_KEYS_USAGE, file=sys.stderr)
         return 2
-    return asyncio.run(_api_keys(url, command, rest))
+    return asyncio.run(_with_database(url, lambda db: _api_keys(db, command, rest)))
 
 
-async def _api_keys(url: DatabaseURL, command: str, args: list[str]) -> int:
-    try:
-        db = await open_database(url)
-    except ConfigError as exc:
-        print(f"Configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if command == "create":
-            read_only = "--read-only" in args
-            try:
-                key = await create_key(db, args[0], read_only=read_only)
-            except KeyNameTaken:
-                print(f"Not created: a key named {args[0]} exists already (names are never reused)", file=sys.stderr)
-                return 1
-            scope = "read-only" if read_only else "full access"
-            print(f"Created API key {args[0]} ({scope}). It is shown only this once; store it now:\n{key}")
-            return 0
-        if command == "list":
-            for k in await list_keys(db):
-                state = "revoked " + _date(k.revoked_at) if k.revoked_at else "active"
-                print(f"{k.name}\t{'read-only' if k.read_only else 'full'}\tcreated {_date(k.created_at)}\t{state}")
-            return 0
-        if not await revoke_key(db, args[0]):
-            print(f"No active key named {args[0]}", file=sys.stderr)
+async def _api_keys(db: Database, command: str, args: list[str]) -> int:
+    if command == "create":
+        read_only = "--read-only" in args
+        try:
+            key = await create_key(db, args[0], read_only=read_only)
+        except KeyNameTaken:
+            print(f"Not created: a key named {args[0]} exists already (names are never reused)", file=sys.stderr)
             return 1
-        print(f"Revoked API key {args[0]}")
+        scope = "read-only" if read_only else "full access"
+        print(f"Created API key {args[0]} ({scope}). It is shown only this once; store it now:\n{key}")
         return 0
-    finally:
-        await db.close()
+    if command == "list":
+        for k in await list_keys(db):
+            state = "revoked " + _date(k.revoked_at) if k.revoked_at else "active"
+            print(f"{k.name}\t{'read-only' if k.read_only else 'full'}\tcreated {_date(k.created_at)}\t{state}")
+        return 0
+    if not await revoke_key(db, args[0]):
+        print(f"No active key named {args[0]}", file=sys.stderr)
+        return 1
+    print(f"Revoked API key {args[0]}")
+    return 0
 
 
 def _date(ts: int) -> str:
@@ -234,19 +233,11 @@ def run_sandbox_reset(args: list[str]) -> int:
         print("usage: python -m bot sandbox-reset   (writes off all test money the sandbox credited)",
               file=sys.stderr)
         return 2
-    return asyncio.run(_sandbox_reset(url))
+    return asyncio.run(_with_database(url, _sandbox_reset))
 
 
-async def _sandbox_reset(url: DatabaseURL) -> int:
-    try:
-        db = await open_database(url)
-    except ConfigError as exc:
-        print(f"Configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        reversed_ = await test_money.reset(db)
-    finally:
-        await db.close()
+async def _sandbox_reset(db: Database) -> int:
+    reversed_ = await test_money.reset(db)
     if not reversed_:
         print("No test money to write off.")
         return 0

@@ -28,8 +28,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,7 +42,8 @@ from bot.web import TELEGRAM_WEBHOOK_PATH
 from tests.conftest import TEST_REDIS_URL
 from tests.fakes.bot_api import FakeBotAPI, callback_update, message_update
 from tests.fakes.cryptomus import FakeCryptomus
-from tests.test_e2e import bot_cwd, bot_env, free_port, text_of
+from tests.test_e2e import bot_env, free_port, text_of
+from tests.zygote import ForkedBot, Zygote
 
 pytestmark = pytest.mark.cluster
 
@@ -59,68 +58,23 @@ PAID_RE = re.compile(r"Payment received for deposit #(\d+)")
 CARD_RE = re.compile(r"Deposit #(\d+)")
 _update_ids = itertools.count(7_000_000)
 
-# A zygote interpreter imports the heavy third-party packages once and forks one `python -m bot` per instance (as
-# tests/test_faults.py does), each with its own settings (its port) sent as a JSON line.
-_ZYGOTE = r"""
-import json, os, runpy, select, sys
-import aiogram, aiogram.methods, aiogram.types, aiohttp, aiosqlite, asyncpg, pydantic, redis
-print("ready", flush=True)
-pending = b""
-while True:
-    readable, _, _ = select.select([0], [], [], 0.02)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        print(f"exit {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
-    if not readable:
-        continue
-    chunk = os.read(0, 65536)
-    if not chunk:
-        break
-    pending += chunk
-    while b"\n" in pending:
-        line, pending = pending.split(b"\n", 1)
-        order = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            os.environ.update(order["env"])
-            out = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            os.dup2(out, 1)
-            os.dup2(out, 2)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            code = 0
-            try:
-                runpy.run_module("bot", run_name="__main__", alter_sys=True)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 1
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        print(f"pid {pid}", flush=True)
-"""
-
-
 @dataclass
 class Instance:
-    pid: int
+    """One bot of the cluster: its process and the port its webhook listener is on."""
+
+    process: ForkedBot
     port: int
-    log_path: Path
-    exits: dict[int, int]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     @property
     def alive(self) -> bool:
-        return self.pid not in self.exits
+        return self.process.returncode is None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
 
 class Cluster:
@@ -128,35 +82,15 @@ class Cluster:
         self.env = env
         self.tmp_path = tmp_path
         self.instances: list[Instance] = []
-        self.exits: dict[int, int] = {}
-        self._started: asyncio.Queue[int] = asyncio.Queue()
-        self._zygote: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._zygote: Zygote | None = None
 
     async def start(self, count: int) -> None:
-        self._zygote = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _ZYGOTE, cwd=bot_cwd(self.env), env=self.env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=(self.tmp_path / "zygote.log").open("ab"))
-        self._reader = asyncio.create_task(self._read())
+        self._zygote = await Zygote.spawn(self.env, self.tmp_path / "zygote.log")
         for n in range(count):
             port = free_port()
-            log_path = self.tmp_path / f"bot{n}.log"
-            order = {"env": {"WEB_PORT": str(port)}, "log": str(log_path)}
-            assert self._zygote.stdin is not None
-            self._zygote.stdin.write(json.dumps(order).encode() + b"\n")
-            await self._zygote.stdin.drain()
-            pid = await asyncio.wait_for(self._started.get(), 30)
-            self.instances.append(Instance(pid, port, log_path, self.exits))
+            process = await self._zygote.start(self.tmp_path / f"bot{n}.log", WEB_PORT=str(port))
+            self.instances.append(Instance(process, port))
         await asyncio.gather(*(self.wait_healthy(i) for i in self.instances))
-
-    async def _read(self) -> None:
-        assert self._zygote is not None and self._zygote.stdout is not None
-        async for raw in self._zygote.stdout:
-            words = raw.decode().split()
-            if words[:1] == ["pid"]:
-                self._started.put_nowait(int(words[1]))
-            elif words[:1] == ["exit"]:
-                self.exits[int(words[1])] = int(words[2])
 
     async def health(self, instance: Instance) -> dict[str, Any] | None:
         try:
@@ -199,11 +133,8 @@ class Cluster:
             if instance.alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(instance.pid, signal.SIGKILL)
-        if self._zygote is not None and self._zygote.returncode is None:
-            self._zygote.kill()
-            await self._zygote.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._zygote is not None:
+            await self._zygote.close()
 
 
 @dataclass

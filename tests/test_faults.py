@@ -19,13 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import random
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -44,7 +40,8 @@ from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.cryptomus import FakeCryptomus
 from tests.fakes.smsonline import FakeSMSOnline
 from tests.harness import ADMIN_CHAT_ID, Harness
-from tests.test_e2e import ADMIN_CHAT, bot_cwd, bot_env, free_port, text_of
+from tests.test_e2e import ADMIN_CHAT, bot_env, free_port, text_of
+from tests.zygote import ForkedBot, Zygote
 
 SEED = 20250611
 MERCHANT, PAYMENT_KEY = "fault-merchant", "fault-cryptomus-payment-key"
@@ -132,131 +129,6 @@ async def create_through_the_conversation(api: FakeBotAPI, user: int, amount: st
     return int(match.group(1)), photo.result["message_id"]
 
 
-# Starting `python -m bot` is slow mostly because importing aiogram builds its pydantic types (seconds on a busy
-# machine). A zygote interpreter imports those third-party packages once, then forks one child per start; the child
-# runs the `bot` package's __main__ exactly as `python -m bot` does (the product's own modules are imported fresh
-# in each child). The child is a real process of its own that the test kills with SIGKILL, and it is started only
-# after the previous one is dead, so two never share the database.
-_ZYGOTE = r"""
-import os, runpy, select, sys
-import aiogram, aiogram.methods, aiogram.types, aiohttp, aiosqlite, pydantic
-log_path = sys.argv[1]
-print("ready", flush=True)
-pending = b""
-while True:
-    readable, _, _ = select.select([0], [], [], 0.02)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        print(f"exit {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
-    if not readable:
-        continue
-    chunk = os.read(0, 1024)
-    if not chunk:
-        break
-    pending += chunk
-    while b"\n" in pending:
-        _, pending = pending.split(b"\n", 1)
-        pid = os.fork()
-        if pid == 0:
-            out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            os.dup2(out, 1)
-            os.dup2(out, 2)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            code = 0
-            sys.argv = [sys.argv[0]]  # the log path is the zygote's argument, not a `python -m bot` command
-            try:
-                runpy.run_module("bot", run_name="__main__", alter_sys=True)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 1
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        print(f"pid {pid}", flush=True)
-"""
-
-
-class ForkedBot:
-    """One `python -m bot` process forked by the zygote."""
-
-    def __init__(self, zygote: Zygote, pid: int) -> None:
-        self._zygote = zygote
-        self.pid = pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._zygote.exits.get(self.pid)
-
-    def log(self) -> str:
-        return self._zygote.log_path.read_text(errors="replace") if self._zygote.log_path.exists() else ""
-
-    async def wait(self, timeout: float = 10) -> int:
-        await bounded(lambda: self.returncode is not None, timeout, f"bot process {self.pid} to exit", 0.02)
-        assert self.returncode is not None
-        return self.returncode
-
-    async def kill(self) -> None:
-        """SIGKILL: no cleanup, nothing flushed beyond what SQLite already committed."""
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            await self.wait()
-
-    async def stop(self, timeout: float = 10) -> int:
-        os.kill(self.pid, signal.SIGTERM)
-        return await self.wait(timeout)
-
-
-class Zygote:
-    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path) -> None:
-        self.proc = proc
-        self.log_path = log_path
-        self.exits: dict[int, int] = {}
-        self._started: asyncio.Queue[int] = asyncio.Queue()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def spawn(cls, env: dict[str, str], log_path: Path) -> Zygote:
-        with log_path.open("ab") as log:
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _ZYGOTE, str(log_path),
-                                                        cwd=bot_cwd(env), env=env, stdin=subprocess.PIPE,
-                                                        stdout=subprocess.PIPE, stderr=log)
-        return cls(proc, log_path)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            words = raw.decode().split()
-            if words[:1] == ["pid"]:
-                self._started.put_nowait(int(words[1]))
-            elif words[:1] == ["exit"]:
-                self.exits[int(words[1])] = int(words[2])
-
-    async def start(self) -> ForkedBot:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        await self.proc.stdin.drain()
-        try:
-            return ForkedBot(self, await asyncio.wait_for(self._started.get(), 30))
-        except TimeoutError:
-            raise AssertionError(
-                f"the zygote did not fork:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        self._reader.cancel()
-
-
 async def wait_until_listening(bot: ForkedBot, port: int, timeout: float = 30) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -318,8 +190,10 @@ async def test_sigkill_at_random_moments_loses_and_doubles_no_credit(tmp_path: P
     zygote: Zygote | None = None
 
     async def start() -> ForkedBot:
+        """A fresh `python -m bot`, forked by the zygote only after the previous one is dead: two never share the
+        database."""
         assert zygote is not None
-        bot = await zygote.start()
+        bot = await zygote.start(log_path)
         bots.append(bot)
         return bot
 

@@ -131,6 +131,7 @@ class Database:
 
     dialect: ClassVar[Dialect]
     url: DatabaseURL  # what it was opened with: Database(db.url) opens the same data again (another "process")
+    _reader: Conn | None = None  # set by the engine's connect(), cleared by its close()
 
     def __new__(cls, target: str | Path | DatabaseURL = DEFAULT_DATABASE_URL, **kwargs: Any) -> Self:
         if cls is not Database:
@@ -175,7 +176,9 @@ class Database:
 
     @property
     def reader(self) -> Conn:
-        raise NotImplementedError
+        if self._reader is None:
+            raise RuntimeError("database is not connected")
+        return self._reader
 
     def session_lock(self, name: str, *, wait: bool = False) -> AbstractAsyncContextManager[Lock]:
         """Hold `name` while the block runs; `lock.held` says whether it was got (always, with `wait=True`)."""

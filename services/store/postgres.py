@@ -254,12 +254,6 @@ class PostgresDatabase(Database):
         async with self._require_pool().acquire() as raw:
             yield PgConn(raw)
 
-    @property
-    def reader(self) -> Conn:
-        if self._reader is None:
-            raise RuntimeError("database is not connected")
-        return self._reader
-
     @asynccontextmanager
     async def session_lock(self, name: str, *, wait: bool = False) -> AsyncIterator[PgSessionLock]:
         conn = await self._connect_raw()

@@ -323,12 +323,6 @@ class SQLiteDatabase(Database):
         finally:
             await conn.close()
 
-    @property
-    def reader(self) -> Conn:
-        if self._reader is None:
-            raise RuntimeError("database is not connected")
-        return self._reader
-
     @asynccontextmanager
     async def session_lock(self, name: str, *, wait: bool = False) -> AsyncIterator[_AlwaysHeld]:
         yield _AlwaysHeld()
