@@ -1,6 +1,10 @@
 """Benchmark 4: the bot on a big database: query latency, the reconciler's pass, and peak memory.
 
     .venv/bin/python -m bench.scale            # builds /tmp/bench-scale.sqlite3 first if missing (bench/generate.py)
+    .venv/bin/python -m bench.scale --database postgresql://postgres@127.0.0.1:5432/test
+
+With --database, the copy is moved into a PostgreSQL schema of its own (the bot's copy-to-postgres,
+services/store/transfer.py) and the application runs on PostgreSQL; the schema is dropped afterwards.
 
 The database (bench/generate.py): 100,000 users, 1,000,000 ledger lines, 200,000 deposits, 2,000 of them pending.
 Each run works on a fresh copy of it. A separate process builds the real application (bot/app.py
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import shutil
@@ -31,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, header, line, message_update, percentile, recording_session
+from bench.common import ROOT, header, line, message_update, percentile, pg_schema, recording_session
 
 TOKEN = "123456:BENCH-scale-token"
 SAMPLE = 300
@@ -43,7 +48,7 @@ def _ms(values: list[float]) -> dict[str, float]:
             "max": max(values) * 1000}
 
 
-async def measure(db_path: Path) -> dict[str, Any]:
+async def measure(db_url: str) -> dict[str, Any]:
     from aiogram import Bot
     from aiogram.client.default import DefaultBotProperties
     from aiogram.enums import ParseMode
@@ -51,14 +56,16 @@ async def measure(db_path: Path) -> dict[str, Any]:
 
     from bot.app import build_application
     from bot.config import load_settings
+    from bot.heap import freeze_startup_heap
     from services import admin_reports
     from services.store import deposits, ledger, users
 
-    settings = load_settings({"BOT_TOKEN": TOKEN, "DATABASE_URL": f"sqlite:///{db_path}", "PAYMENT_GATEWAY": "sandbox",
+    settings = load_settings({"BOT_TOKEN": TOKEN, "DATABASE_URL": db_url, "PAYMENT_GATEWAY": "sandbox",
                               "ADMIN_CHAT_ID": "-1001234567890", "TELEGRAM_API_URL": "http://127.0.0.1:9"})
     started = time.perf_counter()
     app = await build_application(settings)
     out: dict[str, Any] = {"startup_s": time.perf_counter() - started}
+    freeze_startup_heap()  # as `python -m bot` does once the application is built
     db = app.db
     rng = random.Random(7)
     sample = rng.sample(range(2, 100_001), SAMPLE)
@@ -138,6 +145,14 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+async def copy_to_postgres(sqlite_path: Path, url: str) -> None:
+    """The operator's own move to PostgreSQL (`python -m bot copy-to-postgres`), quietly."""
+    from services.store.db import DatabaseURL
+    from services.store.transfer import copy_sqlite_to_postgres
+
+    await copy_sqlite_to_postgres(DatabaseURL.parse(sqlite_path), DatabaseURL.parse(url), progress=lambda _: None)
+
+
 def bare_rss() -> int:
     code = "import aiogram; from bench.scale import peak_rss_kb; print(peak_rss_kb())"
     return int(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -149,23 +164,34 @@ def main() -> int:
     parser.add_argument("--db", type=Path, default=Path("/tmp/bench-scale.sqlite3"),
                         help="the generated database (built with bench/generate.py when missing)")
     parser.add_argument("--regenerate", action="store_true")
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--database", metavar="URL",
+                        help="postgresql://… to run on PostgreSQL: the generated file is copied into a schema of its "
+                             "own there (dropped afterwards)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(asyncio.run(measure(args.measure))))
         return 0
 
-    header("scale: 100,000 users, 1,000,000 ledger lines, 200,000 deposits")
+    engine = "PostgreSQL" if args.database else "SQLite"
+    header(f"scale on {engine}: 100,000 users, 1,000,000 ledger lines, 200,000 deposits")
     if args.regenerate or not args.db.exists():
         from bench.generate import generate
 
         result = generate(args.db)
         print(f"  generated {args.db} ({result['mb']:.0f} MB) in {result['seconds']:.1f}s")
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    schema = f"bench_scale_{os.getpid()}"
     try:
         work = tmp / "bot.sqlite3"
         shutil.copyfile(args.db, work)
-        run = subprocess.run([sys.executable, "-m", "bench.scale", "--measure", str(work)], cwd=ROOT,
+        db_url = f"sqlite:///{work}"
+        if args.database:
+            db_url = asyncio.run(pg_schema(args.database, schema, create=True))
+            started = time.perf_counter()
+            asyncio.run(copy_to_postgres(work, db_url))
+            print(f"  copied into PostgreSQL (schema {schema}) in {time.perf_counter() - started:.1f}s")
+        run = subprocess.run([sys.executable, "-m", "bench.scale", "--measure", db_url], cwd=ROOT,
                              capture_output=True, text=True, timeout=170, check=False)
         if run.returncode != 0:
             print(run.stderr, file=sys.stderr)
@@ -173,6 +199,8 @@ def main() -> int:
         out = json.loads(run.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if args.database:
+            asyncio.run(pg_schema(args.database, schema, create=False))
     bare = bare_rss()
 
     print(f"  application built on the copy in {out['startup_s'] * 1000:.0f} ms; {SAMPLE} random users + the whale")

@@ -11,7 +11,9 @@ update or callback goes to one instance (round robin, as a load balancer would),
    another instance than the one before.
 2. The stream: deposit after deposit is paid; each gets 50 concurrent duplicate "paid" callbacks spread over the
    instances, while the reconciler (every second, on every instance) polls the same deposits and more users talk to
-   the bot. At 40% of the stream the instance holding the leader lock is killed with SIGKILL.
+   the bot. At 40% of the stream the instance holding the leader lock is killed with SIGKILL. A talking user
+   whose "Create" tap that instance had taken (and answered) gets, instead of the card, the message the product
+   gives for a creation cut short: the new leader's reconciler says so once the creation is a minute old.
 3. Afterwards: no deposit credited twice and every balance equals its ledger sum; every paid deposit notified; at
    most one message sent twice (one kill), and only one that was in flight at the kill; the new leader resumed
    sending within two seconds; no 500s anywhere.
@@ -39,6 +41,7 @@ import asyncpg
 import pytest
 
 from bot.web import TELEGRAM_WEBHOOK_PATH
+from services.reconciler import STUCK_CREATION_SECONDS
 from tests.conftest import TEST_REDIS_URL
 from tests.fakes.bot_api import FakeBotAPI, callback_update, message_update
 from tests.fakes.cryptomus import FakeCryptomus
@@ -56,6 +59,7 @@ MERCHANT, PAYMENT_KEY = "cluster-merchant", "cluster-cryptomus-payment-key"
 WEBHOOK_SECRET = "cluster-webhook-secret"
 PAID_RE = re.compile(r"Payment received for deposit #(\d+)")
 CARD_RE = re.compile(r"Deposit #(\d+)")
+INTERRUPTED = "could not be created: the bot was restarted in the middle"
 _update_ids = itertools.count(7_000_000)
 
 @dataclass
@@ -147,6 +151,11 @@ class Sender:
     _next: itertools.count = field(default_factory=itertools.count)
 
     async def post(self, path: str, *, body: bytes, headers: dict[str, str], attempts: int = 40) -> int:
+        return (await self.send(path, body=body, headers=headers, attempts=attempts))[0]
+
+    async def send(self, path: str, *, body: bytes, headers: dict[str, str],
+                   attempts: int = 40) -> tuple[int, Instance]:
+        """The answer's status and the instance that gave it."""
         start = next(self._next)
         for attempt in range(attempts):
             instance = self.cluster.instances[(start + attempt) % len(self.cluster.instances)]
@@ -155,7 +164,7 @@ class Sender:
                                           headers=headers) as response:
                     self.statuses[response.status] += 1
                     if response.status < 500:
-                        return response.status
+                        return response.status, instance
             except (aiohttp.ClientConnectionError, TimeoutError):
                 self.statuses["connection refused or cut"] += 1
             await asyncio.sleep(0.05)
@@ -169,11 +178,13 @@ class TelegramSide:
         self.api = api
         self.sender = sender
 
-    async def deliver(self, update: dict[str, Any]) -> None:
+    async def deliver(self, update: dict[str, Any]) -> Instance:
+        """POST the update to the webhook (Telegram's way); the instance that took it."""
         body = json.dumps({"update_id": next(_update_ids), **update}).encode()
-        status = await self.sender.post(TELEGRAM_WEBHOOK_PATH, body=body, headers={
+        status, instance = await self.sender.send(TELEGRAM_WEBHOOK_PATH, body=body, headers={
             "Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET})
         assert status == 200, status
+        return instance
 
     async def say(self, user: int, text: str) -> None:
         await self.deliver(message_update(user, text))
@@ -181,7 +192,7 @@ class TelegramSide:
     def newest(self, user: int) -> int:
         return max((mid for (cid, mid) in self.api.messages if cid == user), default=0)
 
-    async def tap(self, user: int, label: str, since: int, needle: str = "") -> None:
+    async def tap(self, user: int, label: str, since: int, needle: str = "") -> Instance:
         def button() -> tuple[int, str] | None:
             for message in reversed(self.api.sent_to(user)):
                 if message["message_id"] < since or needle not in text_of(message):
@@ -195,10 +206,14 @@ class TelegramSide:
         message_id, data = await self.api.wait_for(lambda _: button(), timeout=30)
         update = callback_update(user, data, message_id=message_id)
         update["callback_query"]["message"] = copy.deepcopy(self.api.messages[(user, message_id)])
-        await self.deliver(update)
+        return await self.deliver(update)
 
-    async def create_deposit(self, user: int, amount: str) -> int:
-        """/topup → USDT → TRON → amount → Skip → Create, each step as a webhook update; the deposit's id."""
+    async def create_deposit(self, user: int, amount: str) -> int | None:
+        """/topup → USDT → TRON → amount → Create, each step as a webhook update; the deposit's id.
+
+        None when the instance that took the Create tap was killed while it asked the gateway: it had answered
+        Telegram already, so no other instance gets that tap again, and the product's answer is the reconciler's
+        (on the new leader, once the creation is a minute old): "could not be created, nothing was charged"."""
         since = self.newest(user) + 1
         await self.say(user, "/topup")
         await self.tap(user, "USDT", since)
@@ -206,9 +221,16 @@ class TelegramSide:
         await self.api.wait_for(lambda a: any(m["message_id"] >= since and "How much" in text_of(m)
                                               for m in a.sent_to(user)), timeout=30)
         await self.say(user, amount)
-        await self.tap(user, "Create", since, needle=f"${amount}")
-        card = await self.api.wait_for(lambda a: next((m for m in a.sent_to(user) if m["message_id"] >= since
-                                                       and "photo" in m), None), timeout=30)
+        creator = await self.tap(user, "Create", since, needle=f"${amount}")
+
+        def card_or_interruption(api: FakeBotAPI) -> dict[str, Any] | None:
+            return next((m for m in api.sent_to(user) if m["message_id"] >= since
+                         and ("photo" in m or INTERRUPTED in text_of(m))), None)
+
+        card = await self.api.wait_for(card_or_interruption, timeout=30 + STUCK_CREATION_SECONDS + 30)
+        if INTERRUPTED in text_of(card):
+            assert not creator.alive, f"creation interrupted on an instance that is alive: {text_of(card)}"
+            return None
         match = CARD_RE.search(text_of(card))
         assert match is not None, text_of(card)
         return int(match.group(1))
@@ -252,7 +274,7 @@ async def run_the_stream(api: FakeBotAPI, gateway: FakeCryptomus, cluster: Clust
     # 1. Conversations over the webhook create the deposits (each user's steps land on different instances).
     users = list(range(710_001, 710_001 + DEPOSITS))
     deposit_ids = await asyncio.gather(*(telegram.create_deposit(user, f"{10 + n}") for n, user in enumerate(users)))
-    assert len(set(deposit_ids)) == DEPOSITS
+    assert None not in deposit_ids and len(set(deposit_ids)) == DEPOSITS  # no instance was killed yet
     # The bot names each order after its deposit: d<deposit id>-<random>.
     order_of = {int(order[1:].split("-")[0]): order for order in gateway.invoices}
 
@@ -282,10 +304,12 @@ async def run_the_stream(api: FakeBotAPI, gateway: FakeCryptomus, cluster: Clust
             "Content-Type": "application/json"}) for _ in range(DUPLICATE_CALLBACKS)))
         assert set(statuses) == {200}, Counter(statuses)
 
-    async def chat(user: int) -> None:
+    async def chat(user: int) -> bool:
+        """True when the deposit card came; False when the kill cut the creation short (see create_deposit)."""
         await telegram.say(user, "/start")
-        await telegram.create_deposit(user, "7")
+        created = await telegram.create_deposit(user, "7")
         await telegram.say(user, "/balance")
+        return created is not None
 
     chatters = [asyncio.create_task(chat(user)) for user in range(720_001, 720_001 + CHATTY_USERS)]
     payments = []
@@ -297,7 +321,8 @@ async def run_the_stream(api: FakeBotAPI, gateway: FakeCryptomus, cluster: Clust
         await asyncio.sleep(0.15)
     assert killer is not None
     killed_at, in_flight = await killer
-    await asyncio.gather(*payments, *chatters)
+    await asyncio.gather(*payments)
+    carded = await asyncio.gather(*chatters)
 
     # 3. Every paid deposit is notified, by whichever instance leads now.
     def notified() -> Counter[int]:
@@ -335,6 +360,7 @@ async def run_the_stream(api: FakeBotAPI, gateway: FakeCryptomus, cluster: Clust
             "resent_after_kill_seconds": round(max(at for d, at in paid_messages if d == in_flight) - killed_at, 3)
             if duplicated else None,
             "resumed_after_kill_seconds": round(resumed, 3),
+            "creations_cut_by_the_kill": carded.count(False),
             "longest_gap_between_notices_seconds": round(max(b - a for a, b in itertools.pairwise(first_copies)), 3),
             "statuses": statuses}
 

@@ -100,6 +100,9 @@ async def _copy(source: SQLiteDatabase, target: PostgresDatabase,
             if "id" in columns and await raw.fetchval("SELECT pg_get_serial_sequence($1, 'id')", f'"{table}"'):
                 await raw.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
                                   f'COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM "{table}"')
+            # Planner statistics now, not when autovacuum gets round to it: without them the first queries on a big
+            # copy pick poor plans (bench/README.md: a whale's /history took 661 ms right after a copy).
+            await raw.execute(f'ANALYZE "{table}"')
             progress(f"{table}: {copied} rows")
         # The ledger's trigger rebuilt every balance from the ledger; it must equal what SQLite had cached.
         expected = {r["id"]: r["balance_cents"]
