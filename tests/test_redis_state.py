@@ -7,10 +7,13 @@ fails under CI=true).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+from aiogram.filters import Command
 from aiogram.fsm.storage.base import StorageKey
 from aiohttp import web
 from redis.asyncio import Redis
@@ -185,3 +188,71 @@ async def test_an_evicting_redis_is_named_at_start_and_noeviction_is_not(
         assert eviction_warning("volatile-ttl") is not None  # the lock has a TTL too: evictable
     finally:
         await h.close()
+
+
+async def test_a_step_reads_its_conversation_once_and_writes_it_once_with_its_finished_mark(
+        api: FakeBotAPI, tmp_path: Path, redis_prefix: str) -> None:
+    """A step costs Redis five round trips whatever the handlers do: take the lock, read state and data (one MGET),
+    check the finished mark, write what changed together with the new mark (one MULTI), let go of the lock."""
+    a = await Harness.start(api, tmp_path / "bot.sqlite3", REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=redis_prefix)
+    try:
+        assert a.app.redis is not None
+        redis = a.app.redis.redis
+        await a.send(USER, "/topup")
+        await a.tap(USER, "USDT")
+        commands: list[str] = []
+        transactions: list[list[str]] = []
+        send_command, make_pipeline = redis.execute_command, redis.pipeline
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            commands.append(str(args[0]).upper())
+            return await send_command(*args, **kwargs)
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            pipe = make_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def run(*a: Any, **kw: Any) -> Any:
+                transactions.append([str(c[0][0]).upper() for c in pipe.command_stack])
+                return await execute(*a, **kw)
+
+            pipe.execute = run  # type: ignore[method-assign]
+            return pipe
+
+        redis.execute_command = counted  # type: ignore[method-assign]
+        redis.pipeline = recorded  # type: ignore[method-assign]
+        await a.tap(USER, "TRON")  # reads the state and data several times, changes both
+        assert "How much" in a.last_text(USER)
+        assert commands == ["SET", "MGET", "EXISTS", "EVALSHA"], commands  # lock, read, finished?, unlock
+        assert transactions == [["SET", "SET", "SET"]], transactions  # state, data, the finished mark
+        # What it wrote is what the next step (on any instance) reads.
+        key = StorageKey(bot_id=a.bot.id, chat_id=USER, user_id=USER)
+        assert await a.app.redis.storage.get_state(key) == "TopupFlow:amount"
+        assert (await a.app.redis.storage.get_data(key))["network"] == "TRON"
+    finally:
+        await a.close()
+
+
+async def test_a_failed_step_still_writes_what_it_changed_but_is_not_marked_finished(
+        api: FakeBotAPI, tmp_path: Path, redis_prefix: str) -> None:
+    """As when every change went to Redis at once: a handler that fails half-way leaves its changes, and Telegram's
+    retry of the update is handled again (no finished mark)."""
+    a = await Harness.start(api, tmp_path / "bot.sqlite3", REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=redis_prefix)
+    try:
+        assert a.app.redis is not None
+        key = StorageKey(bot_id=a.bot.id, chat_id=USER, user_id=USER)
+
+        async def failing(message: Any, state: Any) -> None:
+            await state.set_state("Broken:half-way")
+            await state.update_data(written="yes")
+            raise RuntimeError("the handler failed after changing the state")
+
+        a.app.dispatcher.message.register(failing, Command("fail"))
+        update = as_update(message_update(USER, "/fail"), update_id=9901)
+        with contextlib.suppress(RuntimeError):
+            await a.app.dispatcher.feed_update(a.bot, update)
+        assert await a.app.redis.storage.get_state(key) == "Broken:half-way"
+        assert await a.app.redis.storage.get_data(key) == {"written": "yes"}
+        assert not await a.app.redis.redis.exists(a.app.redis.finished_updates.key(a.bot.id, 9901))
+    finally:
+        await a.close()
