@@ -21,6 +21,7 @@ from services.gateways.sandbox import SandboxGateway
 from services.store import CouponKind, Deposit, DepositStatus
 from services.store import coupons as coupon_repo
 from services.store import deposits as deposit_repo
+from services.store import ledger as ledger_repo
 from services.store import users as user_repo
 from services.store.db import execute, fetch_all, fetch_value
 from tests.fakes.bot_api import FakeBotAPI
@@ -199,6 +200,13 @@ async def query_plans(h: Harness, run: Any) -> list[str]:
 async def test_pending_reads_the_open_deposits_index(h: Harness) -> None:
     plans = await query_plans(h, lambda: admin_reports.pending(h.app.db, 20))
     assert len(plans) == 2 and all("USING" in plan and "INDEX deposits_open" in plan for plan in plans), plans
+
+
+async def test_history_finds_the_latest_spends_by_their_own_index(h: Harness) -> None:
+    """/history's "latest charges and refunds" (migration v11) read an index of spends only: a user with a long ledger
+    and no spends costs a look-up, not a walk through every line (98 ms for 100,000 lines before, bench.scale)."""
+    plans = await query_plans(h, lambda: ledger_repo.recent_spends(h.app.db.reader, 1))
+    assert len(plans) == 1 and "INDEX ledger_user_spends" in plans[0], plans
 
 
 # Proposed as schema v5 (services/store/schema.py is not this feature's file): with them, /stats, /find and
