@@ -119,7 +119,8 @@ class Wallet:
         async def work(tx: Conn) -> ChargeResult:
             # The user's row first: charges of one user queue here, so the key check and the balance check below
             # see every charge committed before this one, on every engine.
-            if not await users.lock(tx, user_id):
+            customer = await users.lock(tx, user_id)
+            if customer is None:
                 raise WalletError(WalletProblem.USER_NOT_FOUND)
             earlier = await charges.by_key(tx, idempotency_key)
             if earlier is not None:
@@ -142,9 +143,9 @@ class Wallet:
                                        note=description)
             await self._events.balance_changed(tx, line)
             if self._notify:
+                # The message's reader (language, name) as locked above; the balance it shows is the one after.
                 await notifications.queue(
-                    tx, BalanceCharged(await users.get(tx, user_id), amount_cents, description,
-                                       charge.balance_after_cents),
+                    tx, BalanceCharged(customer, amount_cents, description, charge.balance_after_cents),
                     chat_id=user_id, user_id=user_id, dedupe_key=f"charge:{charge.id}:notify")
             return ChargeResult(charge, replayed=False)
 
