@@ -68,8 +68,8 @@ class UpdateScopedStorage(RedisStorage):
     Inside an update (under its per-user lock, `UpdateScopedIsolation`) a conversation's state and data come in one
     MGET on first use and are served from memory after that; what the handlers change is written when the update lets
     go of the lock, in one MULTI with the update's finished mark. The lock is what makes this safe: no other update of
-    this user, on any instance, runs in between. Outside an update (a background task after the gateway answered),
-    every call goes to Redis at once, as aiogram's does. Before, a step of the top-up flow made about nine round trips
+    this user, on any instance, runs in between. A task the update starts (the deposit's creation) shares the view
+    until it is written; after that, and outside any update, every call goes to Redis at once, as aiogram's does. Before, a step of the top-up flow made about nine round trips
     to Redis; now five (lock, MGET, finished check, MULTI, unlock).
     """
 
@@ -110,11 +110,18 @@ class UpdateScopedStorage(RedisStorage):
         conversation.data = self.json_dumps(data) if data else None
         conversation.changed = True
 
-    def queue_writes(self, view: _UpdateView, pipe: Pipeline) -> None:
-        """The changed conversations, as aiogram writes them (a cleared state or empty data is deleted)."""
+    def queue_writes(self, view: _UpdateView, pipe: Pipeline) -> bool:
+        """Queue what changed since the last call, as aiogram writes it (a cleared state or empty data is deleted),
+        and the finished marks; False when there was nothing."""
+        queued = False
+        for mark in view.finished:
+            pipe.set(mark, 1, ex=FINISHED_UPDATE_TTL_SECONDS)
+            queued = True
+        view.finished.clear()
         for key, conversation in view.conversations.items():
             if not conversation.changed:
                 continue
+            conversation.changed, queued = False, True
             state_key, data_key = self.key_builder.build(key, "state"), self.key_builder.build(key, "data")
             for redis_key, value, ttl in ((state_key, conversation.state, self.state_ttl),
                                           (data_key, conversation.data, self.data_ttl)):
@@ -122,6 +129,7 @@ class UpdateScopedStorage(RedisStorage):
                     pipe.delete(redis_key)
                 else:
                     pipe.set(redis_key, value, ex=ttl)
+        return queued
 
 
 class UpdateScopedIsolation(BaseEventIsolation):
@@ -141,13 +149,16 @@ class UpdateScopedIsolation(BaseEventIsolation):
                 yield
             finally:
                 _view.reset(token)
-                view.open = False
-                if view.finished or any(c.changed for c in view.conversations.values()):
-                    async with self._storage.redis.pipeline(transaction=True) as pipe:
-                        self._storage.queue_writes(view, pipe)
-                        for mark in view.finished:
-                            pipe.set(mark, 1, ex=FINISHED_UPDATE_TTL_SECONDS)
-                        await pipe.execute()
+                try:
+                    # The view stays open until Redis has it all: a task the update started (the deposit's creation)
+                    # shares it meanwhile, and whatever it changes during a write is written by the next round.
+                    while True:
+                        async with self._storage.redis.pipeline(transaction=True) as pipe:
+                            if not self._storage.queue_writes(view, pipe):
+                                break
+                            await pipe.execute()
+                finally:
+                    view.open = False
 
     async def close(self) -> None:
         await self._inner.close()
