@@ -69,8 +69,9 @@ class UpdateScopedStorage(RedisStorage):
     MGET on first use and are served from memory after that; what the handlers change is written when the update lets
     go of the lock, in one MULTI with the update's finished mark. The lock is what makes this safe: no other update of
     this user, on any instance, runs in between. A task the update starts (the deposit's creation) shares the view
-    until it is written; after that, and outside any update, every call goes to Redis at once, as aiogram's does. Before, a step of the top-up flow made about nine round trips
-    to Redis; now five (lock, MGET, finished check, MULTI, unlock).
+    until it is written; after that, and outside any update, every call goes to Redis at once, as aiogram's does.
+    Before, a step of the top-up flow made about nine round trips to Redis; now five (lock, MGET, finished check,
+    MULTI, unlock).
     """
 
     async def _conversation(self, key: StorageKey) -> _Conversation | None:
