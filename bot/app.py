@@ -177,7 +177,7 @@ async def build_application(settings: Settings, *, gateway: Gateway | None = Non
     context = UserContextMiddleware(db, locales, admin_chat_id=settings.admin_chat_id)
     dispatcher.message.outer_middleware(context)
     dispatcher.callback_query.outer_middleware(context)
-    dispatcher.include_routers(admin_handlers.build_router(), *build_routers())
+    dispatcher.include_routers(*build_routers())
     dispatcher.errors.register(on_error)
     inbox = CallbackInbox(db, gateway, settler, admin_chat_id=settings.admin_chat_id,
                           trusted_proxies=settings.trusted_proxies, policies=policies or {},
