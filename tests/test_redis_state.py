@@ -256,3 +256,55 @@ async def test_a_failed_step_still_writes_what_it_changed_but_is_not_marked_fini
         assert not await a.app.redis.redis.exists(a.app.redis.finished_updates.key(a.bot.id, 9901))
     finally:
         await a.close()
+
+
+async def test_a_task_the_step_started_sees_the_step_s_state_even_while_it_is_being_written(
+        api: FakeBotAPI, tmp_path: Path, redis_prefix: str) -> None:
+    """The deposit's creation runs in a task the step starts, and reads the flow's state when the gateway answers,
+    which can be while the step's MULTI is still on its way to Redis. It must see the step's state then (not the
+    one before it), and what it writes meanwhile must not be lost."""
+    a = await Harness.start(api, tmp_path / "bot.sqlite3", REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=redis_prefix)
+    try:
+        assert a.app.redis is not None
+        redis = a.app.redis.redis
+        key = StorageKey(bot_id=a.bot.id, chat_id=USER, user_id=USER)
+        writing = asyncio.Event()
+        seen: list[str | None] = []
+
+        async def background(state: Any) -> None:
+            await writing.wait()  # the step's write has begun
+            seen.append(await state.get_state())
+            await state.update_data(created=17)
+
+        async def step(message: Any, state: Any) -> None:
+            await state.set_state("Flow:creating")
+            asyncio.get_running_loop().create_task(background(state))
+
+        make_pipeline = redis.pipeline
+
+        def slow_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = make_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def run(*a: Any, **kw: Any) -> Any:
+                writing.set()
+                for _ in range(5):  # let the task run while the MULTI is "on the wire"
+                    await asyncio.sleep(0)
+                return await execute(*a, **kw)
+
+            pipe.execute = run  # type: ignore[method-assign]
+            return pipe
+
+        redis.pipeline = slow_pipeline  # type: ignore[method-assign]
+        a.app.dispatcher.message.register(step, Command("step"))
+        await a.app.dispatcher.feed_update(a.bot, as_update(message_update(USER, "/step"), update_id=9902))
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        del redis.pipeline
+        assert seen == ["Flow:creating"]
+        assert await a.app.redis.storage.get_state(key) == "Flow:creating"
+        assert await a.app.redis.storage.get_data(key) == {"created": 17}
+    finally:
+        await a.close()
