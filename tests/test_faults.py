@@ -657,34 +657,39 @@ async def test_a_lock_beyond_the_busy_timeout_fails_cleanly_and_a_retry_succeeds
         await shop.close()
 
 
+async def lock_while_telegram_answers(h: Harness, api: FakeBotAPI) -> tuple[int, sqlite3.Connection, asyncio.Task[Any]]:
+    """A paid deposit's message on its way: the rows are claimed (a write) before anything is sent, and the write lock
+    is taken while Telegram is still answering, so it is the "sent" mark after the answer that finds the database
+    locked. The deposit's id, the lock's holder and the delivery pass in flight."""
+    await h.send(ANNA, "/start")
+    deposit = await h.app.topup.create_deposit(user_id=ANNA, chat_id=ANNA, coin="USDT", network="TRON",
+                                               amount_cents=1000, coupon_code=None)
+    await h.app.topup.simulate_payment(ANNA, deposit.id)
+    api.answer_delay = 0.5
+    delivering = asyncio.create_task(h.deliver())
+    await bounded(lambda: paid_ids_in(api, ANNA, PAID_RE), 10, "the paid message reached Telegram", 0.01)
+    holder = hold_write_lock(h.app.db.path)
+    api.answer_delay = 0.0
+    return deposit.id, holder, delivering
+
+
 async def test_a_locked_database_after_telegram_accepted_a_message_does_not_send_it_twice(
         api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 200)
     h = await Harness.start(api, tmp_path / "bot.sqlite3")
     holder: sqlite3.Connection | None = None
     try:
-        await h.send(ANNA, "/start")
-        deposit = await h.app.topup.create_deposit(user_id=ANNA, chat_id=ANNA, coin="USDT", network="TRON",
-                                                   amount_cents=1000, coupon_code=None)
-        await h.app.topup.simulate_payment(ANNA, deposit.id)
-
-        # The rows are claimed (a write) before anything is sent; the lock is taken while Telegram is answering, so
-        # it is the "sent" mark after Telegram's answer that finds the database locked.
-        api.answer_delay = 0.5
-        delivering = asyncio.create_task(h.deliver())
-        await bounded(lambda: paid_ids_in(api, ANNA, PAID_RE), 10, "the paid message reached Telegram", 0.01)
-        holder = hold_write_lock(h.app.db.path)
-        api.answer_delay = 0.0
+        deposit_id, holder, delivering = await lock_while_telegram_answers(h, api)
         with contextlib.suppress(sqlite3.OperationalError):
             await asyncio.wait_for(delivering, 10)  # in the bot, run_forever logs this and tries again later
-        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]  # Telegram accepted it before the commit failed
+        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit_id]  # Telegram accepted it before the commit failed
         release(holder)
         holder = None
 
         for _ in range(3):
             await h.deliver()
             await _due_now(h)
-        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]  # still one message
+        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit_id]  # still one message
         assert len(paid_ids_in(api, ADMIN_CHAT_ID, ADMIN_PAID_RE)) == 1
     finally:
         if holder is not None:
@@ -701,15 +706,7 @@ async def test_while_the_database_stays_locked_delivered_messages_are_not_sent_a
     h = await Harness.start(api, tmp_path / "bot.sqlite3")
     holder: sqlite3.Connection | None = None
     try:
-        await h.send(ANNA, "/start")
-        deposit = await h.app.topup.create_deposit(user_id=ANNA, chat_id=ANNA, coin="USDT", network="TRON",
-                                                   amount_cents=1000, coupon_code=None)
-        await h.app.topup.simulate_payment(ANNA, deposit.id)
-        api.answer_delay = 0.5
-        delivering = asyncio.create_task(h.deliver())
-        await bounded(lambda: paid_ids_in(api, ANNA, PAID_RE), 10, "the paid message reached Telegram", 0.01)
-        holder = hold_write_lock(h.app.db.path)
-        api.answer_delay = 0.0
+        deposit_id, holder, delivering = await lock_while_telegram_answers(h, api)
         with contextlib.suppress(sqlite3.OperationalError):
             await asyncio.wait_for(delivering, 10)
         for _ in range(3):  # more passes, the lock still held
@@ -717,7 +714,7 @@ async def test_while_the_database_stays_locked_delivered_messages_are_not_sent_a
                 await asyncio.wait_for(h.deliver(), 10)
         pending = await fetch_value(h.app.db.reader, "SELECT COUNT(*) FROM notifications WHERE status = 'pending'")
         assert pending >= 1  # the rows really are still unrecorded while these passes ran
-        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]
+        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit_id]
         assert len(paid_ids_in(api, ADMIN_CHAT_ID, ADMIN_PAID_RE)) <= 1
         release(holder)
         holder = None
@@ -725,7 +722,7 @@ async def test_while_the_database_stays_locked_delivered_messages_are_not_sent_a
             await h.deliver()
             await _due_now(h)
         assert await fetch_value(h.app.db.reader, "SELECT COUNT(*) FROM notifications WHERE status = 'pending'") == 0
-        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit.id]
+        assert paid_ids_in(api, ANNA, PAID_RE) == [deposit_id]
         assert len(paid_ids_in(api, ADMIN_CHAT_ID, ADMIN_PAID_RE)) == 1
     finally:
         if holder is not None:
