@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,15 +76,18 @@ async def test_other_coins_show_the_coin_minimum_and_a_refusal_returns_to_the_am
     assert "Waiting for payment" in bot.last_text(USER)
 
 
-async def test_the_payment_page_sends_the_payer_back_to_the_bot(bot: Harness, cryptomus: FakeCryptomus) -> None:
+async def invoice_of_a_usdt_deposit(bot: Harness, cryptomus: FakeCryptomus) -> dict[str, Any]:
+    """/topup, USDT, $25, Create: the invoice the bot asked the gateway (Cryptomus' protocol) for."""
     await bot.send(USER, "/topup")
     await bot.tap(USER, "USDT")
     await bot.send(USER, "25")
     await bot.tap(USER, "Create")
     [order_id] = cryptomus.invoices
+    return cryptomus.invoice_request(order_id)
 
-    sent = cryptomus.invoice_request(order_id)
 
+async def test_the_payment_page_sends_the_payer_back_to_the_bot(bot: Harness, cryptomus: FakeCryptomus) -> None:
+    sent = await invoice_of_a_usdt_deposit(bot, cryptomus)
     assert sent["url_return"] == sent["url_success"] == "https://t.me/topup_test_bot"
 
 
@@ -93,12 +97,7 @@ async def test_a_heleket_page_sends_the_payer_back_to_the_bot(api: FakeBotAPI, t
     gateway = HeleketGateway(cryptomus.base_url, MERCHANT, KEY, callback_url=None)
     bot = await Harness.start(api, tmp_path / "bot.sqlite3", gateway=gateway)
     try:
-        await bot.send(USER, "/topup")
-        await bot.tap(USER, "USDT")
-        await bot.send(USER, "25")
-        await bot.tap(USER, "Create")
-        [order_id] = cryptomus.invoices
-        sent = cryptomus.invoice_request(order_id)
+        sent = await invoice_of_a_usdt_deposit(bot, cryptomus)
         assert sent["url_return"] == sent["url_success"] == "https://t.me/topup_test_bot"
     finally:
         await bot.close()
