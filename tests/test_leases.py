@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from bot.leader import LEADER_LOCK, Leadership
 from services.gateways.base import PaymentUpdate
@@ -60,29 +62,33 @@ async def test_a_retried_notification_waits_for_its_time_not_for_its_lease(db: D
     assert await lease(db, "b", now + 2) == [row]
 
 
-async def test_senders_on_many_connections_lease_every_row_exactly_once(postgres_url: str) -> None:
+@pytest.fixture
+async def instances(postgres_url: str) -> AsyncIterator[list[Database]]:
+    """Three instances' stores on one PostgreSQL schema, each with connections of its own."""
+    stores = [Database(postgres_url) for _ in range(3)]
+    for store in stores:
+        await store.connect()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def test_senders_on_many_connections_lease_every_row_exactly_once(instances: list[Database]) -> None:
     """Three instances lease concurrently from one outbox: SKIP LOCKED hands each row to one of them."""
-    instances = [Database(postgres_url) for _ in range(3)]
-    for instance in instances:
-        await instance.connect()
-    try:
-        ids = await queue(instances[0], 300)
-        taken: list[list[int]] = [[], [], []]
+    ids = await queue(instances[0], 300)
+    taken: list[list[int]] = [[], [], []]
 
-        async def sender(n: int) -> None:
-            while batch := await lease(instances[n], f"sender-{n}", now_ts(), limit=7):
-                taken[n].extend(batch)
-                async with instances[n].transaction() as tx:
-                    for row in batch:
-                        await outbox.mark_sent(tx, row)
+    async def sender(n: int) -> None:
+        while batch := await lease(instances[n], f"sender-{n}", now_ts(), limit=7):
+            taken[n].extend(batch)
+            async with instances[n].transaction() as tx:
+                for row in batch:
+                    await outbox.mark_sent(tx, row)
 
-        await asyncio.gather(*(sender(n) for n in range(3)))
-        everything = Counter(row for batch in taken for row in batch)
-        assert set(everything) == set(ids) and max(everything.values()) == 1
-        assert all(taken), [len(t) for t in taken]  # the work really was shared
-    finally:
-        for instance in instances:
-            await instance.close()
+    await asyncio.gather(*(sender(n) for n in range(3)))
+    everything = Counter(row for batch in taken for row in batch)
+    assert set(everything) == set(ids) and max(everything.values()) == 1
+    assert all(taken), [len(t) for t in taken]  # the work really was shared
 
 
 class CountingSandbox(SandboxGateway):
@@ -114,35 +120,26 @@ async def due_deposits(db: Database, count: int) -> list[str]:
     return orders
 
 
-async def test_instances_polling_at_once_poll_each_due_deposit_once(postgres_url: str) -> None:
-    instances = [Database(postgres_url) for _ in range(3)]
-    for instance in instances:
-        await instance.connect()
-    try:
-        orders = await due_deposits(instances[0], 60)
-        gateway = CountingSandbox()
-        reconcilers = [Reconciler(db, gateway, Settler(db, admin_chat_id=None), interval_seconds=60)
-                       for db in instances]
-        reports = await asyncio.gather(*(r.run_once() for r in reconcilers))
-        assert set(gateway.polls) == set(orders) and set(gateway.polls.values()) == {1}
-        assert sum(r.checked for r in reports) == 60
-        # A poller that died leaves its deposits leased; they come back when the lease ends.
-        async with instances[0].transaction() as tx:
-            await execute(tx, "UPDATE deposits SET next_check_at = ?", (now_ts() - 1,))
-            taken = await deposits.lease_due_for_check(tx, now_ts(), lease_seconds=CHECK_LEASE_SECONDS)
-        assert len(taken) == 60
-        assert await reconcilers[1].run_once() == type(reports[0])()  # nothing due: all leased to the "dead" one
-        report = await reconcilers[1].run_once(now=now_ts() + CHECK_LEASE_SECONDS)
-        assert report.checked == 60
-    finally:
-        for instance in instances:
-            await instance.close()
+async def test_instances_polling_at_once_poll_each_due_deposit_once(instances: list[Database]) -> None:
+    orders = await due_deposits(instances[0], 60)
+    gateway = CountingSandbox()
+    reconcilers = [Reconciler(db, gateway, Settler(db, admin_chat_id=None), interval_seconds=60)
+                   for db in instances]
+    reports = await asyncio.gather(*(r.run_once() for r in reconcilers))
+    assert set(gateway.polls) == set(orders) and set(gateway.polls.values()) == {1}
+    assert sum(r.checked for r in reports) == 60
+    # A poller that died leaves its deposits leased; they come back when the lease ends.
+    async with instances[0].transaction() as tx:
+        await execute(tx, "UPDATE deposits SET next_check_at = ?", (now_ts() - 1,))
+        taken = await deposits.lease_due_for_check(tx, now_ts(), lease_seconds=CHECK_LEASE_SECONDS)
+    assert len(taken) == 60
+    assert await reconcilers[1].run_once() == type(reports[0])()  # nothing due: all leased to the "dead" one
+    report = await reconcilers[1].run_once(now=now_ts() + CHECK_LEASE_SECONDS)
+    assert report.checked == 60
 
 
-async def test_one_leader_at_a_time_and_the_next_takes_over_when_it_dies(postgres_url: str) -> None:
-    instances = [Database(postgres_url) for _ in range(3)]
-    for instance in instances:
-        await instance.connect()
+async def test_one_leader_at_a_time_and_the_next_takes_over_when_it_dies(postgres_url: str,
+                                                                          instances: list[Database]) -> None:
     elected: list[tuple[int, float]] = []
 
     def leadership(n: int) -> Leadership:
@@ -179,8 +176,6 @@ async def test_one_leader_at_a_time_and_the_next_takes_over_when_it_dies(postgre
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await admin.close()
-        for instance in instances:
-            await instance.close()
 
 
 async def test_on_sqlite_the_one_process_always_leads(tmp_path: Path) -> None:
