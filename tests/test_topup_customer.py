@@ -26,6 +26,13 @@ def live_keyboards(h: Harness, chat_id: int = USER) -> list[dict[str, Any]]:
                                        .get("inline_keyboard", []) for b in row)]
 
 
+async def at_the_amount_step(h: Harness) -> None:
+    """/topup, USDT, TRON: the bot now asks how much."""
+    await h.send(USER, "/topup")
+    await h.tap(USER, "USDT")
+    await h.tap(USER, "TRON")
+
+
 async def make_coupon(h: Harness, code: str, percent: int = 10) -> None:
     async with h.app.db.transaction() as tx:
         await coupon_repo.create(tx, code=code, kind=CouponKind.PERCENT, value=percent)
@@ -82,9 +89,7 @@ async def count_taps_for_every_pair(h: Harness) -> None:
 
 async def test_a_coupon_is_optional_on_the_confirmation(harness: Harness) -> None:
     await make_coupon(harness, "SAVE10")
-    await harness.send(USER, "/topup")
-    await harness.tap(USER, "USDT")
-    await harness.tap(USER, "TRON")
+    await at_the_amount_step(harness)
     await harness.send(USER, "25")
     confirm = harness.last(USER)
     assert "Please check your top-up" in confirm["text"]
@@ -102,9 +107,7 @@ async def test_a_coupon_is_optional_on_the_confirmation(harness: Harness) -> Non
 
 async def test_card_shows_the_same_amount_bonus_and_total_as_the_confirmation(harness: Harness) -> None:
     await make_coupon(harness, "SAVE10")
-    await harness.send(USER, "/topup")
-    await harness.tap(USER, "USDT")
-    await harness.tap(USER, "TRON")
+    await at_the_amount_step(harness)
     await harness.send(USER, "12.50")
     await harness.tap(USER, "Add coupon")
     await harness.send(USER, "SAVE10")
@@ -177,9 +180,7 @@ async def test_a_card_shown_again_leaves_no_live_twin(harness: Harness) -> None:
 
 @pytest.mark.parametrize("typed", ["abc", "0.5", "1.234"])
 async def test_amount_errors_keep_the_amount_buttons(harness: Harness, typed: str) -> None:
-    await harness.send(USER, "/topup")
-    await harness.tap(USER, "USDT")
-    await harness.tap(USER, "TRON")
+    await at_the_amount_step(harness)
 
     await harness.send(USER, typed)
 
@@ -258,9 +259,7 @@ async def test_russian_money_is_written_the_russian_way(harness: Harness) -> Non
 
 @pytest.mark.parametrize("typed", ["1 000", "1,000", "1,000.00"])
 async def test_thousands_are_read_as_amounts(harness: Harness, typed: str) -> None:
-    await harness.send(USER, "/topup")
-    await harness.tap(USER, "USDT")
-    await harness.tap(USER, "TRON")
+    await at_the_amount_step(harness)
     await harness.send(USER, typed)
     assert "Amount: $1,000.00" in harness.last_text(USER)
 
