@@ -32,7 +32,7 @@ def png_of_matrix(matrix: tuple[bytearray, ...] | list[bytearray], *, scale: int
         bits = white * border + "".join(black if cell else white for cell in cells) + white * border + padding
         return b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")  # filter type 0, then the packed pixels
 
-    quiet = pixel_row(b"") if not matrix else pixel_row(bytes(len(matrix[0])))
+    quiet = pixel_row(bytes(len(matrix)))  # a QR code is square: a row of light modules as wide as the code
     rows = [quiet * (border * scale)]
     rows.extend(pixel_row(bytes(cells)) * scale for cells in matrix)
     rows.append(quiet * (border * scale))
