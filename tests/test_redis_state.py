@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,25 @@ async def test_an_evicting_redis_is_named_at_start_and_noeviction_is_not(
         await h.close()
 
 
+def before_each_multi(redis: Redis, before: Callable[[Any], Awaitable[None]]) -> None:
+    """Every pipeline this client makes from now on awaits `before(pipe)` just before it is sent (until
+    `del redis.pipeline`)."""
+    make_pipeline = redis.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def run(*a: Any, **kw: Any) -> Any:
+            await before(pipe)
+            return await execute(*a, **kw)
+
+        pipe.execute = run
+        return pipe
+
+    redis.pipeline = pipeline  # type: ignore[method-assign]
+
+
 async def test_a_step_reads_its_conversation_once_and_writes_it_once_with_its_finished_mark(
         api: FakeBotAPI, tmp_path: Path, redis_prefix: str) -> None:
     """A step costs Redis five round trips whatever the handlers do: take the lock, read state and data (one MGET),
@@ -202,25 +222,17 @@ async def test_a_step_reads_its_conversation_once_and_writes_it_once_with_its_fi
         await a.tap(USER, "USDT")
         commands: list[str] = []
         transactions: list[list[str]] = []
-        send_command, make_pipeline = redis.execute_command, redis.pipeline
+        send_command = redis.execute_command
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             commands.append(str(args[0]).upper())
             return await send_command(*args, **kwargs)
 
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            pipe = make_pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def run(*a: Any, **kw: Any) -> Any:
-                transactions.append([str(c[0][0]).upper() for c in pipe.command_stack])
-                return await execute(*a, **kw)
-
-            pipe.execute = run  # type: ignore[method-assign]
-            return pipe
+        async def record(pipe: Any) -> None:
+            transactions.append([str(c[0][0]).upper() for c in pipe.command_stack])
 
         redis.execute_command = counted  # type: ignore[method-assign]
-        redis.pipeline = recorded  # type: ignore[method-assign]
+        before_each_multi(redis, record)
         await a.tap(USER, "TRON")  # reads the state and data several times, changes both
         assert "How much" in a.last_text(USER)
         assert commands == ["SET", "MGET", "EXISTS", "EVALSHA"], commands  # lock, read, finished?, unlock
@@ -280,22 +292,12 @@ async def test_a_task_the_step_started_sees_the_step_s_state_even_while_it_is_be
             await state.set_state("Flow:creating")
             asyncio.get_running_loop().create_task(background(state))
 
-        make_pipeline = redis.pipeline
+        async def stall(pipe: Any) -> None:
+            writing.set()
+            for _ in range(5):  # let the task run while the MULTI is "on the wire"
+                await asyncio.sleep(0)
 
-        def slow_pipeline(*args: Any, **kwargs: Any) -> Any:
-            pipe = make_pipeline(*args, **kwargs)
-            execute = pipe.execute
-
-            async def run(*a: Any, **kw: Any) -> Any:
-                writing.set()
-                for _ in range(5):  # let the task run while the MULTI is "on the wire"
-                    await asyncio.sleep(0)
-                return await execute(*a, **kw)
-
-            pipe.execute = run  # type: ignore[method-assign]
-            return pipe
-
-        redis.pipeline = slow_pipeline  # type: ignore[method-assign]
+        before_each_multi(redis, stall)
         a.app.dispatcher.message.register(step, Command("step"))
         await a.app.dispatcher.feed_update(a.bot, as_update(message_update(USER, "/step"), update_id=9902))
         for _ in range(100):
