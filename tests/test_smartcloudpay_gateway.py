@@ -38,8 +38,10 @@ async def fake():
 
 @pytest.fixture
 async def gateway(fake):
+    # 2 s: room for a loaded machine to answer a local request (0.5 s once timed out a connect under CI); the hanging
+    # gateway's test below still waits longer than this (3 s) for its answer.
     gw = SmartCloudPayGateway(fake.base_url, KEY, MERCHANT, notification_email=EMAIL, callback_url=CALLBACK,
-                              timeout_seconds=0.5)
+                              timeout_seconds=2.0)
     yield gw
     await gw.close()
 
